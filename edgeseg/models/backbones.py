@@ -1,0 +1,116 @@
+"""Backbones that return multi-scale features as a dict {"c2": 1/4, "c3": 1/8, "c4": 1/16, "c5": last}.
+
+At output stride 8 or 16 the later stages keep their resolution and use atrous (dilated)
+convolutions instead, as DeepLab does. ResNet and MobileNet come from torchvision (their
+state_dict keys stay torchvision's), aligned Xception-65 from timm.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torchvision.models import mobilenet_v2, mobilenet_v3_large, resnet50, resnet101
+from torchvision.models._utils import IntermediateLayerGetter
+
+from edgeseg.errors import ModelError
+
+FEATURE_KEYS = ("c2", "c3", "c4", "c5")
+VALID_OUTPUT_STRIDES = (8, 16, 32)
+
+
+def _resnet(factory: Callable[..., nn.Module], output_stride: int, width: float) -> nn.Module:
+    if width != 1.0:
+        raise ModelError(f"ResNet backbones have no width multiplier, got width={width}; use width 1.0")
+    dilate = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}[output_stride]
+    net = factory(weights=None, replace_stride_with_dilation=dilate)
+    return IntermediateLayerGetter(net, {"layer1": "c2", "layer2": "c3", "layer3": "c4", "layer4": "c5"})
+
+
+def _stage_ends(features: nn.Sequential) -> dict[str, int]:
+    """Index of the last block at each stride 4, 8, 16, 32, found by a dummy forward."""
+    ends: dict[str, int] = {}
+    x = torch.zeros(1, 3, 64, 64)
+    with torch.no_grad():
+        for i, block in enumerate(features):
+            x = block(x)
+            stride = 64 // x.shape[-1]
+            if stride >= 4:
+                ends[f"c{stride.bit_length() - 1}"] = i  # 4 -> c2, 8 -> c3, 16 -> c4, 32 -> c5
+    return ends
+
+
+def dilate_after_stride(features: nn.Module, output_stride: int) -> None:
+    """Replace strides beyond ``output_stride`` by dilation, in place (torchvision MobileNet
+    convention: the block that loses its stride already uses the doubled dilation)."""
+    stride, dilation = 1, 1
+    for m in features.modules():
+        if not isinstance(m, nn.Conv2d):
+            continue
+        if m.stride == (2, 2):
+            if stride >= output_stride:
+                m.stride = (1, 1)
+                dilation *= 2
+            else:
+                stride *= 2
+        k = m.kernel_size[0]
+        if k > 1 and dilation > 1:
+            m.dilation = (dilation, dilation)
+            m.padding = ((k - 1) // 2 * dilation,) * 2
+
+
+def _mobilenet(factory: Callable[..., nn.Module], drop_last_conv: bool, output_stride: int,
+               width: float) -> nn.Module:
+    features = factory(weights=None, width_mult=width).features
+    if drop_last_conv:  # MobileNetV2's 1280-channel 1x1 conv is a classifier stem; DeepLab uses the 320-channel output
+        features = features[:-1]
+    ends = _stage_ends(features)
+    ends["c5"] = len(features) - 1
+    dilate_after_stride(features, output_stride)
+    return IntermediateLayerGetter(features, {str(i): key for key, i in ends.items()})
+
+
+class TimmFeatures(nn.Module):
+    """A timm ``features_only`` model exposed through the c2..c5 dict interface."""
+
+    def __init__(self, name: str, output_stride: int) -> None:
+        super().__init__()
+        import timm
+
+        self.model = timm.create_model(name, pretrained=False, features_only=True, output_stride=output_stride)
+        reductions = self.model.feature_info.reduction()
+        self.indices = [reductions.index(r) for r in (4, 8)] + [len(reductions) - 2, len(reductions) - 1]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.model(x)
+        return {key: feats[i] for key, i in zip(FEATURE_KEYS, self.indices)}
+
+
+BACKBONES: dict[str, Callable[[int, float], nn.Module]] = {
+    "resnet50": lambda os_, w: _resnet(resnet50, os_, w),
+    "resnet101": lambda os_, w: _resnet(resnet101, os_, w),
+    "mobilenet_v2": lambda os_, w: _mobilenet(mobilenet_v2, True, os_, w),
+    "mobilenet_v3_large": lambda os_, w: _mobilenet(mobilenet_v3_large, False, os_, w),
+    "xception65": lambda os_, w: _xception(os_, w),
+}
+
+
+def _xception(output_stride: int, width: float) -> nn.Module:
+    if width != 1.0:
+        raise ModelError(f"xception65 has no width multiplier, got width={width}; use width 1.0")
+    return TimmFeatures("xception65", output_stride)
+
+
+def build_backbone(name: str, output_stride: int, width: float = 1.0) -> tuple[nn.Module, dict[str, int]]:
+    """Return (module, channels per feature key). The module maps (N,3,H,W) -> {"c2".."c5": tensor}."""
+    if name not in BACKBONES:
+        raise ModelError(f"unknown backbone {name!r}: expected one of {', '.join(BACKBONES)}")
+    if output_stride not in VALID_OUTPUT_STRIDES:
+        raise ModelError(f"output stride must be one of {VALID_OUTPUT_STRIDES}, got {output_stride}")
+    module = BACKBONES[name](output_stride, width)
+    with torch.no_grad():
+        was_training = module.training
+        module.eval()
+        feats = module(torch.zeros(1, 3, 64, 64))
+        module.train(was_training)
+    return module, {k: int(v.shape[1]) for k, v in feats.items()}

@@ -1,0 +1,143 @@
+"""Model families: shapes at odd sizes, torchvision parity, separable savings, FCN upsampling init."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models import segmentation as tvseg
+
+from edgeseg.errors import CheckpointError, ModelError
+from edgeseg.models import (MODEL_NAMES, TORCHVISION_NAMES, ModelConfig, build_model, load_torchvision_state_dict,
+                            measure_complexity)
+from edgeseg.models.backbones import build_backbone
+from edgeseg.models.layers import bilinear_conv_transpose
+
+ODD = (1, 3, 361, 479)
+
+
+@pytest.mark.parametrize("arch", ["fcn32s", "fcn16s", "fcn8s", "fcn", "deeplabv3", "deeplabv3plus"])
+def test_each_family_keeps_odd_input_size(arch: str) -> None:
+    model = build_model(ModelConfig(f"{arch}_mobilenet_v2", num_classes=5, width=0.35)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(ODD))
+    assert out.shape == (1, 5, 361, 479)
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v2", "mobilenet_v3_large", "xception65"])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_backbones_honour_output_stride(backbone: str, output_stride: int) -> None:
+    module, channels = build_backbone(backbone, output_stride)
+    with torch.no_grad():
+        feats = module.eval()(torch.randn(1, 3, 97, 129))
+    assert set(feats) == {"c2", "c3", "c4", "c5"}
+    assert feats["c2"].shape[-2:] == (25, 33)  # stride 4, ceil
+    expected = -(-97 // output_stride), -(-129 // output_stride)
+    assert tuple(feats["c5"].shape[-2:]) == expected
+    assert channels == {k: v.shape[1] for k, v in feats.items()}
+
+
+def test_deeplabv3plus_at_output_stride_8_on_resnet() -> None:
+    model = build_model(ModelConfig("deeplabv3plus_resnet50", 3, output_stride=8)).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 65, 81)).shape == (1, 3, 65, 81)
+
+
+def _randomize_bn(model: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TORCHVISION_NAMES)
+def test_torchvision_weights_give_torchvision_logits(name: str, tmp_path) -> None:
+    torch.manual_seed(0)
+    reference = getattr(tvseg, name)(weights=None, weights_backbone=None, num_classes=7, aux_loss=True).eval()
+    _randomize_bn(reference, 1)
+    path = tmp_path / f"{name}.pth"
+    torch.save(reference.state_dict(), path)  # what torchvision saves / downloads: a plain state_dict, aux head included
+    ours = load_torchvision_state_dict(name, path)
+    x = torch.randn(2, 3, 67, 91)
+    with torch.no_grad():
+        diff = (reference(x)["out"] - ours(x)).abs().max().item()
+    assert diff <= 1e-4
+
+
+def test_torchvision_import_rejects_wrong_class_count_and_garbage(tmp_path) -> None:
+    ref = tvseg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4)
+    good = tmp_path / "w.pth"
+    torch.save(ref.state_dict(), good)
+    with pytest.raises(CheckpointError, match="4-class head but --num-classes 9"):
+        load_torchvision_state_dict("deeplabv3_mobilenet_v3_large", good, num_classes=9)
+    truncated = tmp_path / "cut.pth"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_torchvision_state_dict("deeplabv3_mobilenet_v3_large", truncated)
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        load_torchvision_state_dict("fcn_resnet50", good)
+    with pytest.raises(ModelError, match="no torchvision weights layout"):
+        load_torchvision_state_dict("deeplabv3plus_mobilenet_v2", good)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("unpickled arbitrary code",))
+
+
+def test_weights_loader_never_unpickles_objects(tmp_path) -> None:
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"classifier.4.weight": _Evil()}))
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_torchvision_state_dict("fcn_resnet50", path)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "xception65"])
+def test_separable_aspp_and_decoder_cut_multiply_adds(backbone: str) -> None:
+    size = (180, 240)
+    sep = measure_complexity(build_model(ModelConfig(f"deeplabv3plus_{backbone}", 11)), size)
+    dense = measure_complexity(build_model(ModelConfig(f"deeplabv3plus_{backbone}", 11, separable=False)), size)
+    saving = 1 - sep.macs / dense.macs
+    # The DeepLab v3+ paper reports 33-41% for Xception-65; the lighter MobileNetV2 encoder makes the head's share larger.
+    assert saving > 0.30, f"separable saved only {saving:.1%}"
+    assert sep.params < dense.params
+
+
+def test_fcn_transposed_conv_starts_as_bilinear_upsampling() -> None:
+    x = torch.randn(1, 3, 8, 10)
+    up = bilinear_conv_transpose(3, 4)
+    with torch.no_grad():
+        ours = up(x)
+    ref = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+    assert ours.shape == ref.shape
+    assert torch.allclose(ours[..., 4:-4, 4:-4], ref[..., 4:-4, 4:-4], atol=1e-5)
+
+
+def test_fcn8s_skip_scores_start_at_zero_as_in_the_paper() -> None:
+    torch.manual_seed(0)
+    m8 = build_model(ModelConfig("fcn8s_mobilenet_v2", 3, width=0.35)).eval()
+    assert all(float(s.weight.detach().abs().sum()) == 0 for s in m8.skips.values())
+    assert set(m8.skips) == {"c4", "c3"}
+    assert isinstance(m8.up_final, torch.nn.ConvTranspose2d) and m8.up_final.stride == (8, 8)
+
+
+def test_model_names_cover_every_arch_and_backbone() -> None:
+    assert len(MODEL_NAMES) == 30
+    assert set(TORCHVISION_NAMES) <= set(MODEL_NAMES)
+
+
+@pytest.mark.parametrize("config, match", [
+    (ModelConfig("deeplabv5_resnet50", 3), "unknown model"),
+    (ModelConfig("deeplabv3plus_mobilenet_v2", 3, output_stride=32), "output stride 8 or 16"),
+    (ModelConfig("fcn8s_resnet50", 3, output_stride=16), "stride 32"),
+    (ModelConfig("deeplabv3plus_resnet50", 0), "num_classes"),
+    (ModelConfig("deeplabv3plus_resnet50", 3, width=0.5), "no width multiplier"),
+])
+def test_bad_model_configs_are_refused(config: ModelConfig, match: str) -> None:
+    with pytest.raises(ModelError, match=match):
+        build_model(config)
