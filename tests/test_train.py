@@ -1,7 +1,6 @@
 """Training: a tiny run end to end, resume, poly LR, and two CPU processes under torchrun."""
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -69,3 +68,10 @@ def test_two_cpu_processes_train_together_under_torchrun(tmp_path: Path) -> None
     history = load_checkpoint(out / "last.pt").train_state["history"]
     # 16 images, 2 per process per step, 2 processes: each process takes 4 steps over its half of the data.
     assert history[0]["world_size"] == 2 and history[0]["steps"] == 4
+
+
+@pytest.mark.gpu
+def test_amp_training_on_cuda(tmp_path: Path) -> None:
+    result = train(TrainConfig(out=tmp_path, epochs=1, device="cuda", **TINY), log=lambda s: None)
+    assert result.best_path.is_file()
+    assert 0.0 <= load_checkpoint(result.best_path).meta["val_miou"] <= 100.0
