@@ -174,5 +174,7 @@ def eval_cmd(checkpoint: Path | None, model_name: str | None, weights: Path | No
     Console().print(table)
 
 
+from edgeseg import cli_precision  # noqa: E402,F401  (registers calibrate / quantize)
+
 if __name__ == "__main__":
     main()

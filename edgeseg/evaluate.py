@@ -6,6 +6,7 @@ the label size before the argmax, so a model with a fixed input size is scored t
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Union
 
 import numpy as np
 import torch
@@ -35,8 +36,11 @@ def _as_lists(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[torc
     return [b[0] for b in batch], [b[1] for b in batch]
 
 
+Predictor = Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]]  # (N,3,H,W) -> (N,C,H,W) logits
+
+
 @torch.no_grad()
-def predict_labels(model: nn.Module, images: list[torch.Tensor], sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+def predict_labels(model: Predictor, images: list[torch.Tensor], sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
     """Class maps (H, W) at ``sizes`` for preprocessed (3, h, w) images; same-shape images run as one batch."""
     if all(im.shape == images[0].shape for im in images):
         logits = list(model(torch.stack(images)))
@@ -50,12 +54,15 @@ def predict_labels(model: nn.Module, images: list[torch.Tensor], sizes: list[tup
     return out
 
 
-def evaluate(model: nn.Module, dataset: SegmentationDataset, preprocessing: Preprocessing, *,
+def evaluate(model: Predictor, dataset: SegmentationDataset, preprocessing: Preprocessing, *,
              device: str | torch.device = "cpu", batch_size: int = 4, workers: int = 0,
              limit: int | None = None, on_batch: Callable[[int], None] | None = None) -> ConfusionMatrix:
-    """Confusion matrix of ``model`` (moved to ``device``, eval mode) over ``dataset``."""
-    was_training = model.training
-    model.eval()
+    """Confusion matrix of ``model`` over ``dataset``. A torch module runs in eval mode on ``device``;
+    any other predictor (e.g. an ONNX Runtime session wrapper) gets CPU tensors."""
+    is_module = isinstance(model, nn.Module)
+    was_training = is_module and model.training
+    if is_module:
+        model.eval()
     loader = DataLoader(_EvalSamples(dataset, preprocessing, limit), batch_size=batch_size, shuffle=False,
                         num_workers=workers, collate_fn=_as_lists)
     cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
@@ -66,5 +73,6 @@ def evaluate(model: nn.Module, dataset: SegmentationDataset, preprocessing: Prep
             cm.update(pred.cpu().numpy(), mask.numpy())
         if on_batch is not None:
             on_batch(len(masks))
-    model.train(was_training)
+    if is_module:
+        model.train(was_training)
     return cm

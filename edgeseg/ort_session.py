@@ -1,0 +1,51 @@
+"""Small ONNX Runtime helpers shared by quantization, evaluation and benchmarks (CPU provider)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeseg.errors import EdgesegError
+
+
+def make_session(path: str | Path, threads: int = 0, providers: list[str] | None = None):
+    """An InferenceSession with quiet logging; ``threads`` 0 lets ORT choose."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for corrupt files
+        raise EdgesegError(f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0][:200]}); "
+                           "expected a valid ONNX model; re-export it") from None
+
+
+class OrtPredictor:
+    """Callable (N,3,H,W) float tensor -> logits tensor, so ``evaluate`` runs ONNX models too."""
+
+    def __init__(self, path: str | Path, threads: int = 0) -> None:
+        self.session = make_session(path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input_name: x.numpy().astype(np.float32)})[0])
+
+
+def median_latency_ms(path: str | Path, shape: tuple[int, ...], runs: int = 20, warmup: int = 3,
+                      threads: int = 0) -> float:
+    """Median wall time of one session.run on random input of ``shape``."""
+    session = make_session(path, threads)
+    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+    for _ in range(warmup):
+        session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.median(times))

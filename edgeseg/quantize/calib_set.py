@@ -1,0 +1,193 @@
+"""Calibration sets: which images, with which preprocessing, recorded as a versioned manifest.
+
+A manifest (JSON, kept under the top-level ``calibration/`` folder) lists image paths relative to
+the dataset root with the sha256 of each file, the preprocessing, the count and how the set was
+drawn, so a build is reproducible on another machine. Loading checks every hash and refuses a
+changed file unless ``allow_changed``. Images stream one at a time (bounded memory).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg.data.datasets import SegmentationDataset, _read_rgb, open_dataset
+from edgeseg.data.preprocess import Preprocessing
+from edgeseg.errors import EdgesegError
+from edgeseg.io_utils import atomic_write_text
+
+MANIFEST_FORMAT = "edgeseg.calibration"
+MANIFEST_VERSION = 1
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class CalibrationManifest:
+    source: dict[str, Any]  # {"kind": "camvid", "split": "train", "root": "<where it was made>"}
+    images: list[dict[str, Any]]  # {"path": relative path, "sha256": ...} or {"index": i, "sha256": ...} (synthetic)
+    preprocessing: Preprocessing
+    selection: dict[str, Any] = field(default_factory=dict)
+    classes_covered: list[int] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.images)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "count": self.count,
+                           "source": self.source, "selection": self.selection,
+                           "preprocessing": self.preprocessing.to_dict(), "classes_covered": self.classes_covered,
+                           "images": self.images}, indent=1)
+
+    @property
+    def sha256(self) -> str:
+        """Identity of the set: the hashes and preprocessing, not where it was made."""
+        ident = {"images": [(im.get("path"), im.get("index"), im["sha256"]) for im in self.images],
+                 "preprocessing": self.preprocessing.to_dict()}
+        return _sha256_bytes(json.dumps(ident, sort_keys=True).encode())
+
+    def default_name(self) -> str:
+        return f"{self.source['kind']}-{self.source['split']}-{self.count}-{self.sha256[:8]}.json"
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        if path.is_dir():
+            path = path / self.default_name()
+        atomic_write_text(path, self.to_json())
+        return path
+
+
+def stratified_indices(dataset: SegmentationDataset, count: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Pick ``count`` samples covering the classes: repeatedly take the sample containing the class
+    with the fewest picks so far (rare classes first), random among ties. Returns (indices, covered classes)."""
+    n = len(dataset)
+    rng = np.random.default_rng(seed)
+    if count >= n:
+        chosen = list(range(n))
+    else:
+        presence = np.zeros((n, dataset.num_classes), bool)
+        for i in range(n):
+            labels = np.unique(dataset.load_mask(i))
+            presence[i, labels[labels < dataset.num_classes]] = True
+        picks = np.zeros(dataset.num_classes, np.int64)
+        available = np.ones(n, bool)
+        chosen = []
+        for _ in range(count):
+            present_classes = np.flatnonzero(presence[available].any(0))
+            if present_classes.size == 0:
+                break
+            target = present_classes[np.argmin(picks[present_classes] + rng.random(present_classes.size) * 0.1)]
+            candidates = np.flatnonzero(available & presence[:, target])
+            i = int(rng.choice(candidates))
+            chosen.append(i)
+            available[i] = False
+            picks += presence[i]
+        chosen.sort()
+    covered = set()
+    for i in chosen:
+        labels = np.unique(dataset.load_mask(i))
+        covered |= set(int(v) for v in labels[labels < dataset.num_classes])
+    return chosen, sorted(covered)
+
+
+def manifest_from_dataset(spec: str, split: str, count: int, preprocessing: Preprocessing,
+                          seed: int = 0) -> CalibrationManifest:
+    """Draw a class-stratified calibration set from a dataset spec (see ``open_dataset``)."""
+    dataset = open_dataset(spec, split)
+    if count < 1:
+        raise EdgesegError(f"--count must be >= 1, got {count}")
+    indices, covered = stratified_indices(dataset, count, seed)
+    images = []
+    for i in indices:
+        path = dataset.image_path(i)
+        if path is None:  # generated dataset: identify the image by index and pixel hash
+            images.append({"index": i, "sha256": _sha256_bytes(dataset.load_image(i).tobytes())})
+        else:
+            images.append({"path": Path(path).relative_to(dataset.root).as_posix(),
+                           "sha256": _sha256_bytes(Path(path).read_bytes())})
+    kind = spec.split(":", 1)[0]
+    return CalibrationManifest(
+        source={"kind": kind, "spec": spec, "split": split, "root": str(dataset.root) if dataset.root else None},
+        images=images, preprocessing=preprocessing, classes_covered=covered,
+        selection={"method": "class-stratified", "seed": seed, "requested": count, "available": len(dataset)})
+
+
+def manifest_from_folder(folder: str | Path, count: int, preprocessing: Preprocessing,
+                         seed: int = 0) -> CalibrationManifest:
+    """A random calibration set from a plain folder of images (no labels)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EdgesegError(f"calibration folder {folder} does not exist; pass a folder of images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise EdgesegError(f"no images in {folder}: expected files ending in {', '.join(IMAGE_SUFFIXES)}; "
+                           "point --data at a folder of images")
+    rng = np.random.default_rng(seed)
+    picked = sorted(rng.choice(len(files), size=min(count, len(files)), replace=False).tolist())
+    images = [{"path": files[i].relative_to(folder).as_posix(), "sha256": _sha256_bytes(files[i].read_bytes())}
+              for i in picked]
+    return CalibrationManifest(source={"kind": "images", "spec": str(folder), "split": "all", "root": str(folder)},
+                               images=images, preprocessing=preprocessing,
+                               selection={"method": "random", "seed": seed, "requested": count,
+                                          "available": len(files)})
+
+
+def load_manifest(path: str | Path) -> CalibrationManifest:
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EdgesegError(f"calibration manifest {path} does not exist; create one with `edgeseg calibrate`") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise EdgesegError(f"cannot read calibration manifest {path} ({e}); expected JSON written by edgeseg calibrate") from None
+    if not isinstance(d, dict) or d.get("format") != MANIFEST_FORMAT:
+        raise EdgesegError(f"{path} is not an edgeseg calibration manifest (format {MANIFEST_FORMAT!r} expected)")
+    if d.get("version", 0) > MANIFEST_VERSION:
+        raise EdgesegError(f"{path} is manifest version {d['version']}; this edgeseg reads <= {MANIFEST_VERSION}; upgrade")
+    return CalibrationManifest(source=d["source"], images=d["images"],
+                               preprocessing=Preprocessing.from_dict(d["preprocessing"]),
+                               selection=d.get("selection", {}), classes_covered=d.get("classes_covered", []))
+
+
+def iter_manifest_images(manifest: CalibrationManifest, root: str | Path | None = None,
+                         allow_changed: bool = False) -> Iterator[np.ndarray]:
+    """Yield each manifest image as uint8 RGB (H, W, 3), checking its sha256 first.
+
+    ``root`` overrides the dataset root recorded in the manifest (another machine)."""
+    root = Path(root) if root is not None else (Path(manifest.source["root"]) if manifest.source.get("root") else None)
+    synthetic = None
+    for entry in manifest.images:
+        if "index" in entry:
+            if synthetic is None:
+                synthetic = open_dataset(manifest.source["spec"], manifest.source["split"])
+            image = synthetic.load_image(int(entry["index"]))
+            data = image.tobytes()
+        else:
+            if root is None:
+                raise EdgesegError("the manifest has no dataset root; pass --data KIND:ROOT for its images")
+            file = root / entry["path"]
+            if not file.is_file():
+                raise EdgesegError(f"calibration image {file} is missing: expected the manifest's file under {root}; "
+                                   "pass the right dataset root or re-create the manifest")
+            data = file.read_bytes()
+            image = None
+        if _sha256_bytes(data) != entry["sha256"] and not allow_changed:
+            raise EdgesegError(f"calibration image {entry.get('path', entry.get('index'))} changed since the manifest "
+                               "was written (sha256 differs); re-create the manifest or pass --allow-changed")
+        yield image if image is not None else _read_rgb(root / entry["path"])
+
+
+def iter_calibration_inputs(manifest: CalibrationManifest, preprocessing: Preprocessing,
+                            root: str | Path | None = None, allow_changed: bool = False) -> Iterator[np.ndarray]:
+    """(1, 3, H, W) float32 network inputs made with the model's own preprocessing."""
+    for image in iter_manifest_images(manifest, root, allow_changed):
+        yield preprocessing(image)[None]

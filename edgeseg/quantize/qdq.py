@@ -1,0 +1,147 @@
+"""INT8 Q/DQ ONNX from our calibration ranges, in two layouts from the same statistics.
+
+* ``trt``: what TensorRT's explicit quantization fuses: symmetric INT8 (zero point 0),
+  per-channel weights on the output-channel axis (Conv 0, ConvTranspose 1), per-tensor
+  activations, Q/DQ only on the inputs and weights of Conv / ConvTranspose / pooling, float
+  biases, no Q/DQ on op outputs, Resize left in high precision, and residual Adds fed a Q/DQ on
+  the identity branch only (the Conv branch stays float so Conv+Add fuse).
+* ``cpu``: the layout ONNX Runtime's CPU provider turns into QLinearConv & co.: U8 activations
+  (asymmetric), S8 per-channel weights, quantized int32 biases, output Q/DQ.
+
+ONNX Runtime's quantizer places the nodes; the ranges come from our calibrators, handed to it
+through its calibration-cache file, so no ORT calibration pass runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+from edgeseg.io_utils import atomic_path
+from edgeseg.quantize.calibrators import compute_amax
+from edgeseg.quantize.histograms import TensorStats
+
+LAYOUTS = ("trt", "cpu")
+TRT_OP_TYPES = ["Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool"]
+
+
+def activation_ranges(stats: dict[str, TensorStats], method: str, layout: str) -> dict[str, tuple[float, float]]:
+    """(low, high) per tensor: symmetric (-amax, amax) for ``trt``; the observed range clipped to
+    [-amax, amax] for ``cpu`` (asymmetric U8)."""
+    ranges = {}
+    for name, s in stats.items():
+        if s.absmax == 0:
+            ranges[name] = (0.0, 0.0)  # constant-zero tensor; ORT gives it a unit scale
+            continue
+        amax = compute_amax(method, s.hist, s.bin_width, s.absmax)
+        if layout == "trt":
+            ranges[name] = (-amax, amax)
+        else:
+            ranges[name] = (max(s.minimum, -amax), min(s.maximum, amax))
+    return ranges
+
+
+def _write_ort_cache(ranges: dict[str, tuple[float, float]], path: Path) -> None:
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData, save_tensors_data
+
+    data = {k: (np.float32(lo), np.float32(hi)) for k, (lo, hi) in ranges.items()}
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), path)
+
+
+def _quantize_options(layout: str, all_op_types: list[str]) -> dict:
+    from onnxruntime.quantization import QuantFormat, QuantType
+
+    if layout == "trt":
+        return dict(quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=TRT_OP_TYPES,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "AddQDQPairToWeight": True,
+                                   "QuantizeBias": False, "ForceQuantizeNoInputCheck": True, "DedicatedQDQPair": False,
+                                   "OpTypesToExcludeOutputQuantization": sorted(all_op_types),
+                                   "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1}})
+    return dict(quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+
+
+def _feed_residual_identity_through_qdq(model) -> int:
+    """TensorRT residual rule: for ``Add(conv_out, identity)`` feed the identity input from the DQ
+    that already quantizes that tensor for its Conv consumer (same scale). Returns Adds changed."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    dq_of = {}  # float tensor -> DQ output that reconstructs it
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear":
+            q = producers.get(n.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                dq_of.setdefault(q.input[0], n.output[0])
+    changed = 0
+    for n in model.graph.node:
+        if n.op_type != "Add" or len(n.input) != 2:
+            continue
+        kinds = [producers[i].op_type if i in producers else None for i in n.input]
+        for k, name in enumerate(n.input):
+            other = kinds[1 - k]
+            if other in ("Conv", "ConvTranspose") and kinds[k] not in ("Conv", "ConvTranspose", "DequantizeLinear") \
+                    and name in dq_of:
+                n.input[k] = dq_of[name]
+                changed += 1
+                break
+    return changed
+
+
+def quantize_qdq(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, tuple[float, float]], layout: str,
+                 nodes_to_exclude: Iterable[str] = ()) -> Path:
+    """Write the INT8 Q/DQ model for ``layout`` ('trt' or 'cpu'), keeping ``nodes_to_exclude`` in float."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+
+    if layout not in LAYOUTS:
+        raise EdgesegError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    for name, (lo, hi) in ranges.items():
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise EdgesegError(f"activation range of {name} is not finite ({lo}, {hi}); recalibrate")
+    model = onnx.load(str(fp32_path))
+    op_types = sorted({n.op_type for n in model.graph.node})
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix="edgeseg-q-") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        _write_ort_cache(ranges, cache)
+        with atomic_path(out_path) as tmp_out, _quiet_root_logger():
+            quantize_static(str(fp32_path), str(tmp_out), calibration_data_reader=None,
+                            calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
+                            nodes_to_exclude=list(nodes_to_exclude), **_quantize_options(layout, op_types))
+            if layout == "trt":
+                q = onnx.load(str(tmp_out))
+                if _feed_residual_identity_through_qdq(q):
+                    onnx.save(q, str(tmp_out))
+            _copy_metadata(fp32_path, tmp_out, {"edgeseg.precision": "int8", "edgeseg.qdq_layout": layout})
+    return out_path
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """ORT's quantizer logs advice through the root logger ("consider pre-processing"); silence it."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _copy_metadata(src: str | Path, dst: str | Path, extra: dict[str, str]) -> None:
+    """Carry the source model's metadata_props (preprocessing, classes...) into ``dst``, plus ``extra``."""
+    import onnx
+
+    source = onnx.load(str(src), load_external_data=False)
+    target = onnx.load(str(dst))
+    props = {p.key: p.value for p in source.metadata_props}
+    props.update({p.key: p.value for p in target.metadata_props})
+    props.update(extra)
+    del target.metadata_props[:]
+    for k, v in props.items():
+        target.metadata_props.add(key=k, value=v)
+    onnx.save(target, str(dst))

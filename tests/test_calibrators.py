@@ -1,0 +1,79 @@
+"""Calibrators against ranges worked out by hand on synthetic histograms, and the TensorRT cache format."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import EdgesegError
+from edgeseg.quantize.calibrators import entropy_amax, minmax_amax, mse_amax, percentile_amax
+from edgeseg.quantize.histograms import NUM_BINS, TensorStats
+from edgeseg.quantize.trt_cache import calibration_cache_text, scale_hex
+
+BW = 0.01  # bin width
+
+
+def test_minmax_is_the_largest_magnitude() -> None:
+    assert minmax_amax(np.ones(256), BW, absmax=2.5) == 2.5
+
+
+def test_percentile_on_a_uniform_histogram() -> None:
+    # 1000 bins with one value each: the cumulative share reaches 99.9 % at bin 998 (999/1000),
+    # so the threshold is that bin's upper edge, 999 * BW.
+    assert percentile_amax(np.ones(1000), BW, absmax=10.0, percentile=99.9) == pytest.approx(999 * BW)
+    # 100 %: the whole range
+    assert percentile_amax(np.ones(1000), BW, absmax=10.0, percentile=100) == pytest.approx(10.0)
+
+
+def test_entropy_keeps_a_uniform_range_and_clips_a_lone_outlier() -> None:
+    # Uniform mass in bins 0..127 and nothing after: every threshold quantizes it without loss
+    # (KL = 0), ties go to the largest threshold, so nothing is clipped.
+    uniform = np.zeros(NUM_BINS)
+    uniform[:128] = 100
+    assert entropy_amax(uniform, BW, absmax=128 * BW) == pytest.approx(128 * BW)
+    # The same bulk over bins 0..255 plus one value in the last bin: spending levels on the empty
+    # gap costs more than clipping one value, so the threshold stays near the bulk's end (256 bins).
+    outlier = np.zeros(NUM_BINS)
+    outlier[:256] = 1000
+    outlier[-1] = 1
+    amax = entropy_amax(outlier, BW, absmax=NUM_BINS * BW)
+    assert 200 * BW <= amax <= 320 * BW
+
+
+def test_mse_clips_rare_outliers_but_not_dense_mass() -> None:
+    dense = np.zeros(NUM_BINS)
+    dense[:1024] = 1000
+    assert mse_amax(dense, BW, absmax=1024 * BW) >= 0.95 * 1024 * BW
+    sparse = dense.copy()
+    sparse[1024:] = 0
+    sparse[-1] = 1  # one value at 20x the bulk: clipping it is cheaper than coarse steps for everything else
+    assert mse_amax(sparse, BW, absmax=NUM_BINS * BW) < 0.6 * NUM_BINS * BW
+
+
+@pytest.mark.parametrize("fn", [minmax_amax, percentile_amax, entropy_amax, mse_amax])
+def test_zero_or_nan_ranges_are_refused(fn) -> None:
+    with pytest.raises(EdgesegError, match="zero or not finite"):
+        fn(np.zeros(256), BW, 0.0)
+    with pytest.raises(EdgesegError, match="zero or not finite"):
+        fn(np.ones(256), float("nan"), 1.0)
+
+
+def test_histogram_grows_its_range_by_merging_bins() -> None:
+    s = TensorStats.empty()
+    s.update(np.linspace(-1, 1, 1001, dtype=np.float32))
+    s.update(np.array([8.0], dtype=np.float32))  # 8x the range: bins merge, counts are kept
+    assert s.hist.sum() == 1002
+    assert s.bin_width * NUM_BINS > 8.0
+    assert s.minimum == -1.0 and s.maximum == 8.0 and s.absmax == 8.0
+    with pytest.raises(EdgesegError, match="NaN"):
+        s.update(np.array([np.nan], dtype=np.float32))
+
+
+def test_trt_cache_byte_for_byte() -> None:
+    # scale = amax / 127: 127 -> 1.0 = 0x3f800000; 12.7 -> 0.1 = 0x3dcccccd (float32 bit patterns)
+    assert scale_hex(127.0) == "3f800000"
+    assert scale_hex(12.7) == "3dcccccd"
+    text = calibration_cache_text({"input": 127.0, "/backbone/Relu_output_0": 12.7}, "8.6.1")
+    assert text == "TRT-8601-EntropyCalibration2\ninput: 3f800000\n/backbone/Relu_output_0: 3dcccccd\n"
+    assert calibration_cache_text({"x": 127.0}, "10.3.0", "minmax").startswith("TRT-10300-MinMaxCalibration\n")
+    with pytest.raises(EdgesegError, match="no implicit INT8"):
+        calibration_cache_text({"x": 1.0}, "11.0.0")
