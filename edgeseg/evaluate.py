@@ -6,7 +6,7 @@ the label size before the argmax, so a model with a fixed input size is scored t
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -36,16 +36,16 @@ def _as_lists(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[torc
     return [b[0] for b in batch], [b[1] for b in batch]
 
 
-Predictor = Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]]  # (N,3,H,W) -> (N,C,H,W) logits
+Predictor = Union[nn.Module, Callable[[torch.Tensor], Any]]  # (N,3,H,W) -> (N,C,H,W) logits (tensor or array)
 
 
 @torch.no_grad()
 def predict_labels(model: Predictor, images: list[torch.Tensor], sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
     """Class maps (H, W) at ``sizes`` for preprocessed (3, h, w) images; same-shape images run as one batch."""
     if all(im.shape == images[0].shape for im in images):
-        logits = list(model(torch.stack(images)))
+        logits = list(torch.as_tensor(model(torch.stack(images))))
     else:
-        logits = [model(im[None])[0] for im in images]
+        logits = [torch.as_tensor(model(im[None]))[0] for im in images]
     out = []
     for lg, size in zip(logits, sizes):
         if tuple(lg.shape[-2:]) != tuple(size):

@@ -5,8 +5,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from edgeseg.errors import EdgesegError
 
 
@@ -23,17 +21,6 @@ def make_session(path: str | Path, threads: int = 0, providers: list[str] | None
     except Exception as e:  # onnxruntime raises its own exception types for corrupt files
         raise EdgesegError(f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0][:200]}); "
                            "expected a valid ONNX model; re-export it") from None
-
-
-class OrtPredictor:
-    """Callable (N,3,H,W) float tensor -> logits tensor, so ``evaluate`` runs ONNX models too."""
-
-    def __init__(self, path: str | Path, threads: int = 0) -> None:
-        self.session = make_session(path, threads)
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {self.input_name: x.numpy().astype(np.float32)})[0])
 
 
 def median_latency_ms(path: str | Path, shape: tuple[int, ...], runs: int = 20, warmup: int = 3,

@@ -19,7 +19,8 @@ from edgeseg.data import Preprocessing, open_dataset
 from edgeseg.errors import EdgesegError
 from edgeseg.models import ModelConfig, build_model
 from edgeseg.onnx_meta import PREPROCESSING_KEY
-from edgeseg.ort_session import OrtPredictor, make_session
+from edgeseg.backends.onnxruntime import OrtRunner
+from edgeseg.ort_session import make_session
 from edgeseg.quantize.calib_set import (iter_calibration_inputs, iter_manifest_images, load_manifest,
                                         manifest_from_dataset)
 from edgeseg.quantize.fp16 import convert_fp16
@@ -114,15 +115,17 @@ def test_cpu_layout_becomes_qlinearconv_in_onnx_runtime(fp32: Path, stats, tmp_p
     ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
     assert ops["QLinearConv"] > 0.8 * ops.get("Conv", 0) + ops["QLinearConv"] * 0.8
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert meta["edgeseg.precision"] == "int8" and PREPROCESSING_KEY in meta
+    assert json.loads(meta["edgeseg.precision"]) == "int8" and PREPROCESSING_KEY in meta
 
 
 def test_int8_logits_track_fp32(fp32: Path, stats, tmp_path: Path) -> None:
     x = torch.from_numpy(PRE(open_dataset(SPEC, "val")[0][0])[None])
-    ref = OrtPredictor(fp32)(x)
+    with OrtRunner(fp32) as runner:
+        ref = torch.as_tensor(runner(x))
     for layout in ("trt", "cpu"):
         q = quantize_qdq(fp32, tmp_path / f"{layout}.onnx", activation_ranges(stats, "entropy", layout), layout)
-        got = OrtPredictor(q)(x)
+        with OrtRunner(q) as runner:
+            got = torch.as_tensor(runner(x))
         sqnr = 10 * torch.log10((ref ** 2).mean() / ((ref - got) ** 2).mean())
         assert sqnr > 15, f"{layout}: SQNR {sqnr:.1f} dB"
 

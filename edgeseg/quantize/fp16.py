@@ -8,6 +8,7 @@ keep_io_types and make the graph's inputs and outputs FP32 ourselves.
 """
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def convert_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:
     del half.graph.value_info[:]  # the converter leaves stale FP32 declarations beside its Casts: re-infer
     half = onnx.shape_inference.infer_shapes(half)
     meta = {p.key: p.value for p in half.metadata_props}
-    meta["edgeseg.precision"] = "fp16"
+    meta["edgeseg.precision"] = json.dumps("fp16")  # metadata values are JSON
     del half.metadata_props[:]
     for k, v in meta.items():
         half.metadata_props.add(key=k, value=v)

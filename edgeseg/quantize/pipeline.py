@@ -10,7 +10,8 @@ from edgeseg.data.datasets import open_dataset
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.errors import EdgesegError
 from edgeseg.evaluate import evaluate
-from edgeseg.ort_session import OrtPredictor, median_latency_ms
+from edgeseg.backends.onnxruntime import OrtRunner
+from edgeseg.ort_session import median_latency_ms
 from edgeseg.quantize.calib_set import CalibrationManifest, iter_calibration_inputs
 from edgeseg.quantize.calibrators import CALIBRATORS, compute_amax
 from edgeseg.quantize.guard import GuardReport, quantize_with_guard
@@ -39,7 +40,8 @@ def miou_evaluator(spec: str, split: str, preprocessing: Preprocessing, limit: i
     dataset = open_dataset(spec, split)
 
     def miou_of(path: Path) -> float:
-        return evaluate(OrtPredictor(path), dataset, preprocessing, batch_size=1, limit=limit).miou()
+        with OrtRunner(path) as runner:
+            return evaluate(runner, dataset, preprocessing, batch_size=1, limit=limit).miou()
 
     return miou_of
 

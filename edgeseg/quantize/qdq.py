@@ -14,6 +14,7 @@ through its calibration-cache file, so no ORT calibration pass runs.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tempfile
 from collections.abc import Iterable
@@ -118,7 +119,7 @@ def quantize_qdq(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, 
                 q = onnx.load(str(tmp_out))
                 if _feed_residual_identity_through_qdq(q):
                     onnx.save(q, str(tmp_out))
-            _copy_metadata(fp32_path, tmp_out, {"edgeseg.precision": "int8", "edgeseg.qdq_layout": layout})
+            _copy_metadata(fp32_path, tmp_out, {"edgeseg.precision": json.dumps("int8"), "edgeseg.qdq_layout": json.dumps(layout)})
     return out_path
 
 

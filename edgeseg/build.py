@@ -1,0 +1,242 @@
+"""`edgeseg build`: checkpoint or ONNX -> artifact bundle for one precision.
+
+    source (checkpoint | ONNX) -> model.onnx (fused, parity-checked, metadata)
+      -> fp16: model.fp16.onnx | int8: calibration set -> statistics -> model.int8.onnx (cpu layout)
+         + model.int8.trt.onnx (TensorRT layout) + calibration.cache (TensorRT 8.6/10 implicit INT8)
+      -> model.engine (when TensorRT and a GPU are here) -> mIoU on the val split -> manifest.json
+
+Everything is written into a staging folder that replaces ``out`` only on success.
+"""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeseg.artifacts import read_bundle, staging_dir, write_manifest
+from edgeseg.errors import EdgesegError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("auto", "ort", "trt")
+VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+
+def tensorrt_available() -> bool:
+    """TensorRT importable and a CUDA GPU visible."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@dataclass
+class BuildOptions:
+    precision: str
+    out: Path
+    checkpoint: Path | None = None
+    onnx: Path | None = None
+    data: str | None = None  # dataset spec for calibration (train split) and mIoU (val split)
+    backend: str = "auto"
+    input_size: tuple[int, int] | None = None  # default: the checkpoint's preprocessing size or first frame size
+    dynamic: str | None = None
+    calib_count: int = 64
+    calib_split: str = "train"
+    calibrator: str = "entropy"
+    max_miou_drop: float | None = None
+    val_split: str = "val"
+    val_limit: int | None = None
+    trt_version_for_cache: str = "8.6.1"
+    workspace_gb: float = 2.0
+    dla_core: int | None = None
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    manifest: dict[str, Any]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def _export_checkpoint(opts: BuildOptions, stage: Path, log: Callable[[str], None]) -> tuple[Path, Any]:
+    from edgeseg.checkpoint import load_checkpoint
+    from edgeseg.data import open_dataset
+    from edgeseg.export import export_onnx, parity_images_from_dataset
+
+    ckpt = load_checkpoint(opts.checkpoint)
+    size = opts.input_size or ckpt.preprocessing.size
+    if size is None:
+        if opts.data is None:
+            raise EdgesegError("the checkpoint records no input size and no --data was given; pass --input-size HxW")
+        size = tuple(open_dataset(opts.data, opts.val_split)[0][0].shape[:2])
+    pre = ckpt.preprocessing
+    parity = parity_images_from_dataset(opts.data, opts.val_split, 4, pre, size) if opts.data else None
+    report = export_onnx(ckpt.build(), stage / VARIANT_FILES["fp32"], input_size=size, dynamic=opts.dynamic,
+                         metadata={"model": ckpt.config.name, "classes": ckpt.classes, "palette": ckpt.palette,
+                                   "preprocessing": pre}, parity_images=parity)
+    if not report.ok:
+        raise EdgesegError(f"the exported ONNX does not match the PyTorch model ({report.parity}); report this bug")
+    shutil.copyfile(opts.checkpoint, stage / "checkpoint.pt")
+    log(f"exported {ckpt.config.name} at {size[0]}x{size[1]} ({report.nodes} nodes, parity ok)")
+    return stage / VARIANT_FILES["fp32"], ckpt
+
+
+def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> BuildResult:
+    """Build the bundle described by ``opts`` into ``opts.out``."""
+    from edgeseg.export import read_onnx_metadata
+    from edgeseg.onnx_meta import read_preprocessing
+
+    if opts.precision not in PRECISIONS:
+        raise EdgesegError(f"--precision must be one of {', '.join(PRECISIONS)}, got {opts.precision!r}")
+    if opts.backend not in BACKENDS:
+        raise EdgesegError(f"--backend must be one of {', '.join(BACKENDS)}, got {opts.backend!r}")
+    if (opts.checkpoint is None) == (opts.onnx is None):
+        raise EdgesegError("pass exactly one of --checkpoint CKPT or --onnx FILE (or neither flag for the demo)")
+    if opts.backend == "trt" and not tensorrt_available():
+        raise EdgesegError("--backend trt needs TensorRT and a CUDA GPU, neither found here; build with --backend ort "
+                           "here and finish on the device with `edgeseg build --from DIR --backend trt`")
+    if opts.precision == "int8" and opts.data is None:
+        raise EdgesegError("--precision int8 needs --data SPEC for the calibration images")
+    t0 = time.time()
+    notes: list[str] = []
+    with staging_dir(opts.out) as stage:
+        if opts.checkpoint is not None:
+            fp32, _ = _export_checkpoint(opts, stage, log)
+        else:
+            fp32 = stage / VARIANT_FILES["fp32"]
+            shutil.copyfile(opts.onnx, fp32)
+        meta = read_onnx_metadata(fp32)
+        pre = read_preprocessing(fp32)
+        if pre is None or "classes" not in meta:
+            raise EdgesegError(f"{opts.onnx} lacks edgeseg metadata (preprocessing, classes); export it with "
+                               "`edgeseg export` so the bundle can stand on its own")
+        roles: dict[str, str] = {"fp32": fp32.name}
+        if (stage / "checkpoint.pt").is_file():
+            roles["checkpoint"] = "checkpoint.pt"
+        manifest: dict[str, Any] = {
+            "model": meta.get("model"), "classes": meta["classes"], "palette": meta["palette"],
+            "preprocessing": pre.to_dict(), "precision": opts.precision, "input": {
+                "name": "input", "shape_bounds": meta.get("shape_bounds"), "dynamic": meta.get("dynamic")},
+            "output": meta.get("output", "logits"), "source": str(opts.checkpoint or opts.onnx)}
+        if opts.precision == "fp16":
+            from edgeseg.quantize.fp16 import convert_fp16
+
+            roles["fp16"] = convert_fp16(fp32, stage / VARIANT_FILES["fp16"]).name
+        elif opts.precision == "int8":
+            manifest["calibration"] = _build_int8(opts, fp32, pre, stage, roles, log)
+        manifest["metrics"] = _measure_miou(opts, stage, roles, pre, log)
+        manifest["engine"] = _maybe_engine(opts, stage, roles, manifest, notes, log)
+        manifest["roles"] = roles
+        manifest["build"] = {"seconds": round(time.time() - t0, 1)}
+        manifest = write_manifest(stage, manifest)
+    return BuildResult(Path(opts.out), manifest, time.time() - t0, notes)
+
+
+def _build_int8(opts: BuildOptions, fp32: Path, pre, stage: Path, roles: dict[str, str],
+                log: Callable[[str], None]) -> dict[str, Any]:
+    from edgeseg.quantize.calib_set import iter_calibration_inputs, manifest_from_dataset
+    from edgeseg.quantize.doctor import diagnose
+    from edgeseg.quantize.calib_set import iter_manifest_images
+    from edgeseg.quantize.pipeline import SENSITIVITY_IMAGES, build_int8, calibration_stats, miou_evaluator
+    from edgeseg.data import open_dataset
+
+    calib = manifest_from_dataset(opts.data, opts.calib_split, opts.calib_count, pre)
+    calib.save(stage / "calibration.json")
+    ds = open_dataset(opts.data, opts.calib_split)
+    sample = (im for _, im in zip(range(16), iter_manifest_images(calib)))
+    for warning in diagnose(sample, pre, calib.count, ds.num_classes, calib.classes_covered, ds.classes):
+        log(f"warning: {warning}")
+    stats, hit = calibration_stats(fp32, calib, pre)
+    log(f"calibration: {calib.count} images, statistics {'from cache' if hit else 'collected'} ({len(stats)} tensors)")
+    guard = {}
+    if opts.max_miou_drop is not None:
+        guard = dict(max_miou_drop=opts.max_miou_drop,
+                     miou_of=miou_evaluator(opts.data, opts.val_split, pre, opts.val_limit),
+                     sensitivity_inputs=list(iter_calibration_inputs(calib, pre))[:SENSITIVITY_IMAGES])
+    report = build_int8(fp32, stage / VARIANT_FILES["int8"], stats, layout="cpu", calibrator=opts.calibrator,
+                        stats_cache_hit=hit, **guard)
+    roles["int8"] = VARIANT_FILES["int8"]
+    build_int8(fp32, stage / "model.int8.trt.onnx", stats, layout="trt", calibrator=opts.calibrator,
+               trt_cache=stage / "calibration.cache", trt_version=opts.trt_version_for_cache)
+    roles.update(int8_trt="model.int8.trt.onnx", calibration_cache="calibration.cache")
+    info: dict[str, Any] = {"manifest": "calibration.json", "manifest_sha256": calib.sha256, "count": calib.count,
+                            "calibrator": opts.calibrator, "split": opts.calib_split}
+    if report.guard is not None:
+        g = report.guard
+        info["guard"] = {"max_drop": g.max_drop, "fp32_miou": g.fp32_miou, "int8_miou": g.int8_miou,
+                         "final_miou": g.final_miou, "fits": g.fits, "kept_high_precision": g.excluded}
+        log(f"guard: kept {len(g.excluded)} layers in float, mIoU {g.int8_miou:.2f} -> {g.final_miou:.2f}")
+    return info
+
+
+def _measure_miou(opts: BuildOptions, stage: Path, roles: dict[str, str], pre, log) -> dict[str, Any]:
+    if opts.data is None:
+        return {}
+    from edgeseg.backends.onnxruntime import OrtRunner
+    from edgeseg.data import open_dataset
+    from edgeseg.evaluate import evaluate
+
+    dataset = open_dataset(opts.data, opts.val_split)
+    result: dict[str, Any] = {"data": opts.data, "split": opts.val_split,
+                              "images": min(len(dataset), opts.val_limit or len(dataset)), "miou": {}}
+    for precision in dict.fromkeys(["fp32", opts.precision]):
+        with OrtRunner(stage / roles[precision]) as runner:
+            cm = evaluate(runner, dataset, pre, batch_size=1, limit=opts.val_limit)
+        result["miou"][precision] = round(cm.miou(), 3)
+        log(f"mIoU {precision} (ONNX Runtime CPU, {opts.val_split}): {cm.miou():.2f}")
+    return result
+
+
+def _maybe_engine(opts: BuildOptions, stage: Path, roles: dict[str, str], manifest: dict[str, Any],
+                  notes: list[str], log) -> dict[str, Any] | None:
+    if opts.backend == "ort" or not tensorrt_available():
+        if opts.backend == "auto":
+            notes.append("TensorRT or a GPU is not available here: the bundle holds the ONNX Runtime artifacts. "
+                         f"On the device run: edgeseg build --from {opts.out} --backend trt")
+        return None
+    return build_engine_into(stage, roles, manifest, opts.precision, opts.workspace_gb, opts.dla_core, log)
+
+
+def build_engine_into(root: Path, roles: dict[str, str], manifest: dict[str, Any], precision: str,
+                      workspace_gb: float = 2.0, dla_core: int | None = None, log=print) -> dict[str, Any]:
+    """Build ``model.engine`` in ``root`` from the precision's ONNX (TensorRT layout for INT8)."""
+    from edgeseg.backends.tensorrt import build_engine
+
+    source = root / roles.get("int8_trt" if precision == "int8" else precision, roles["fp32"])
+    bounds = (manifest.get("input") or {}).get("shape_bounds") or None
+    info = build_engine(source, root / "model.engine", precision=precision,
+                        bounds=bounds.get("input") if bounds else None,
+                        workspace_bytes=int(workspace_gb * (1 << 30)), dla_core=dla_core,
+                        timing_cache_path=root / "timing.cache")
+    roles["engine"] = "model.engine"
+    log(f"TensorRT {info.trt_version} engine for compute capability {info.compute_capability} -> model.engine")
+    return {"file": "model.engine", "source": source.name, "trt_version": info.trt_version,
+            "compute_capability": info.compute_capability, "dla_core": dla_core,
+            "version_compatible": info.version_compatible, "hardware_compatible": info.hardware_compatible}
+
+
+def finish_engine(bundle_dir: Path, workspace_gb: float = 2.0, dla_core: int | None = None,
+                  log=print) -> BuildResult:
+    """`edgeseg build --from DIR --backend trt`: add the TensorRT engine to an existing bundle, on the device."""
+    from edgeseg.artifacts import verify_bundle
+
+    if not tensorrt_available():
+        raise EdgesegError("TensorRT and a CUDA GPU are needed to build the engine; run this on the device "
+                           "(pip install 'edgeseg[trt]')")
+    t0 = time.time()
+    bundle = read_bundle(bundle_dir)
+    verify_bundle(bundle)
+    with staging_dir(Path(bundle_dir)) as stage:
+        for name in bundle.manifest["files"]:
+            shutil.copyfile(bundle.root / name, stage / name)
+        manifest = dict(bundle.manifest)
+        roles = dict(manifest["roles"])
+        manifest["engine"] = build_engine_into(stage, roles, manifest, bundle.precision, workspace_gb, dla_core, log)
+        manifest["roles"] = roles
+        manifest = write_manifest(stage, manifest)
+    return BuildResult(Path(bundle_dir), manifest, time.time() - t0)
