@@ -1,0 +1,127 @@
+"""Bundles: build on CPU, manifest and hashes, edgeseg.load against PyTorch, bad input at the door."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import edgeseg
+from edgeseg.artifacts import read_bundle, verify_bundle
+from edgeseg.build import BuildOptions, build_bundle
+from edgeseg.checkpoint import load_checkpoint
+from edgeseg.cli import main
+from edgeseg.data import open_dataset
+from edgeseg.errors import EdgesegError
+from edgeseg.train import TrainConfig, train
+
+SPEC = "synthetic:64x96"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ckpt")
+    return train(TrainConfig(model="deeplabv3plus_mobilenet_v2", data=SPEC, width=0.35, batch_size=8, epochs=1,
+                             max_train_samples=32, max_val_samples=4, workers=0, out=out), log=lambda s: None).best_path
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(checkpoint: Path, tmp_path_factory) -> tuple[Path, list[str]]:
+    out = tmp_path_factory.mktemp("bundles") / "int8"
+    logs: list[str] = []
+    result = build_bundle(BuildOptions(precision="int8", out=out, checkpoint=checkpoint, data=SPEC, calib_count=6,
+                                       val_limit=6), log=logs.append)
+    return out, result.notes
+
+
+def test_int8_bundle_holds_every_artifact_with_hashes(int8_bundle) -> None:
+    out, notes = int8_bundle
+    bundle = read_bundle(out)
+    m = bundle.manifest
+    assert set(m["roles"]) >= {"fp32", "int8", "int8_trt", "calibration_cache", "checkpoint"}
+    assert set(m["files"]) == {p.name for p in out.iterdir() if p.name != "manifest.json"}
+    assert m["precision"] == "int8" and m["engine"] is None
+    assert len(m["calibration"]["manifest_sha256"]) == 64
+    assert set(m["metrics"]["miou"]) == {"fp32", "int8"}
+    assert m["preprocessing"]["size"] == [64, 96]
+    assert (out / "calibration.cache").read_text().startswith("TRT-8601-EntropyCalibration2")
+    assert any("edgeseg build --from" in n and "--backend trt" in n for n in notes)
+    verify_bundle(bundle)
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "staging folders left behind"
+
+
+def test_load_matches_pytorch_argmax(int8_bundle, checkpoint: Path) -> None:
+    out, _ = int8_bundle
+    ckpt = load_checkpoint(checkpoint)
+    model = ckpt.build()
+    frames = [open_dataset(SPEC, "val")[i][0] for i in range(3)]
+    fp32 = edgeseg.load(out, backend="ort")
+    assert fp32.runner.path.name == "model.int8.onnx"  # int8 bundle -> INT8 model on CPU
+    torch_seg = edgeseg.load(out, backend="torch")
+    for frame in frames:
+        with torch.no_grad():
+            ref = model(torch.from_numpy(ckpt.preprocessing(frame))[None])[0].argmax(0).numpy()
+        assert (torch_seg(frame) == ref).mean() == 1.0
+        labels, logits = fp32(frame, logits=True)
+        assert labels.shape == frame.shape[:2] and labels.dtype == np.uint8
+        assert logits.shape == (len(fp32.classes), *frame.shape[:2])
+        assert (labels == ref).mean() >= 0.90
+
+
+def test_fp32_bundle_agrees_with_pytorch_and_bgr_frames(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fp32"
+    build_bundle(BuildOptions(precision="fp32", out=out, checkpoint=checkpoint, data=SPEC, val_limit=2),
+                 log=lambda s: None)
+    ckpt = load_checkpoint(checkpoint)
+    model = ckpt.build()
+    seg = edgeseg.load(out)
+    seg_bgr = edgeseg.load(out, color="BGR")
+    frame = open_dataset(SPEC, "val")[5][0]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(ckpt.preprocessing(frame))[None])[0].argmax(0).numpy()
+    assert (seg(frame) == ref).mean() >= 0.995
+    assert np.array_equal(seg_bgr(np.ascontiguousarray(frame[:, :, ::-1])), seg(frame))
+    big = np.repeat(np.repeat(frame, 2, 0), 2, 1)  # any frame size: resized in, mask back at frame size
+    assert seg(big).shape == big.shape[:2]
+
+
+def test_bad_frames_and_tampered_bundles_are_refused(int8_bundle, tmp_path: Path) -> None:
+    out, _ = int8_bundle
+    seg = edgeseg.load(out)
+    with pytest.raises(EdgesegError, match="HxWx3 uint8"):
+        seg(np.zeros((64, 96, 3), np.float32))
+    with pytest.raises(EdgesegError, match="HxWx3 uint8"):
+        seg(np.zeros((64, 96, 4), np.uint8))
+    with pytest.raises(EdgesegError, match="height 32 is outside the model's profile"):
+        seg.runner.infer(np.zeros((1, 3, 32, 96), np.float32))
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / "model.int8.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(EdgesegError, match="model.int8.onnx changed"):
+        edgeseg.load(copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgesegError, match="upgrade edgeseg"):
+        edgeseg.load(copy)
+
+
+def test_cli_info_and_build_errors(int8_bundle, tmp_path: Path, checkpoint: Path) -> None:
+    out, _ = int8_bundle
+    runner = CliRunner()
+    res = runner.invoke(main, ["info", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "files verified" in res.output and "calibration: 6 images" in res.output
+    res = runner.invoke(main, ["build", "--precision", "int8", "--checkpoint", str(checkpoint), "--data", SPEC,
+                               "--backend", "trt", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "needs TensorRT" in res.output
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    res = runner.invoke(main, ["build", "--precision", "fp32", "--checkpoint", str(bad), "--out", str(tmp_path / "y")])
+    assert res.exit_code == 2 and "cannot read checkpoint" in res.output
+    assert not (tmp_path / "y").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".y")]
