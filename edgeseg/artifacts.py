@@ -60,7 +60,7 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     manifest = dict(manifest, format=BUNDLE_FORMAT, version=BUNDLE_VERSION, edgeseg_version=__version__)
     manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                          for p in sorted(root.iterdir()) if p.is_file() and p.name != MANIFEST}
-    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1, default=str))  # Paths as strings
     return manifest
 
 

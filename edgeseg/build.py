@@ -215,9 +215,7 @@ def build_engine_into(root: Path, roles: dict[str, str], manifest: dict[str, Any
                         timing_cache_path=root / "timing.cache")
     roles["engine"] = "model.engine"
     log(f"TensorRT {info.trt_version} engine for compute capability {info.compute_capability} -> model.engine")
-    return {"file": "model.engine", "source": source.name, "trt_version": info.trt_version,
-            "compute_capability": info.compute_capability, "dla_core": dla_core,
-            "version_compatible": info.version_compatible, "hardware_compatible": info.hardware_compatible}
+    return dict(info.to_dict(), file="model.engine", source=source.name)
 
 
 def finish_engine(bundle_dir: Path, workspace_gb: float = 2.0, dla_core: int | None = None,

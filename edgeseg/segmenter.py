@@ -26,7 +26,8 @@ BACKENDS = ("auto", "ort", "trt", "torch")
 
 
 def _engine_problems(bundle: Bundle) -> list[str]:
-    from edgeseg.backends.tensorrt import engine_compatibility, runtime_info
+    from edgeseg.backends.tensorrt import runtime_info
+    from edgeseg.backends.trt_api import engine_compatibility
 
     return engine_compatibility(bundle.manifest["engine"], runtime_info())
 
@@ -44,11 +45,13 @@ def choose_runner(bundle: Bundle, backend: str = "auto", threads: int = 0) -> Ru
                                f"`edgeseg build --from {bundle.root} --backend trt`")
         problems = _engine_problems(bundle)
         if problems and backend == "trt":
-            raise EdgesegError("; ".join(problems))
+            from edgeseg.backends.trt_api import incompatibility_message
+
+            raise EdgesegError(incompatibility_message(problems, str(engine), str(bundle.root)))
         if not problems:
             from edgeseg.backends.tensorrt import TensorRTRunner
 
-            return TensorRTRunner(engine)
+            return TensorRTRunner(engine, engine_info=bundle.manifest["engine"])
     if backend == "torch":
         from edgeseg.backends.torch_runner import TorchRunner
         from edgeseg.checkpoint import load_checkpoint

@@ -1,0 +1,415 @@
+"""TensorRT version-specific decisions, as small pure functions.
+
+Every function takes the ``tensorrt`` module (or a fake of it in tests) and/or a version string
+and returns plain values, so each branch can be unit-tested without TensorRT and read against
+../shared/docs/tensorrt-notes.md, whose source ids ([S1] etc.) the comments cite. Nothing here
+imports tensorrt, pycuda or a GPU library; ``edgeseg.backends.tensorrt`` does the calls.
+
+Supported: building with TensorRT 8.6, 10.x and 11.x (12+ is treated like 11: strongly typed
+only); running plans with 8.5+ (8.5 has every runtime call used [S1]).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
+REBUILD = "edgeseg build --from {dir} --backend trt"
+Shape = tuple[int, int, int, int]
+
+# Version-compatible plans run on a later runtime of the same major, or across exactly these
+# major versions [S10; TensorRT 11.4.1 support matrix: "TensorRT 8 -> 10 and 10 -> 11, no other"].
+_CROSS_MAJOR_VC = {(8, 10), (10, 11)}
+_CALIBRATION_ALGORITHMS = {"EntropyCalibration2": "IInt8EntropyCalibrator2",
+                           "MinMaxCalibration": "IInt8MinMaxCalibrator"}
+
+
+# ----------------------------------------------------------------------------- versions
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'10.3.0.26' -> (10, 3, 0, 26); '8.6' -> (8, 6). Non-numeric suffixes ('1.post1') are dropped."""
+    parts = []
+    for part in str(version).strip().split("."):
+        m = re.match(r"\d+", part)
+        if not m:
+            break
+        parts.append(int(m.group()))
+    if not parts:
+        raise EdgesegError(f"TensorRT version must look like 10.3.0, got {version!r}")
+    return tuple(parts)
+
+
+def trt_major(version: str) -> int:
+    """'8.6.1' -> 8, '10.3.0' -> 10, '11.4.1' -> 11."""
+    return version_tuple(version)[0]
+
+
+def _at_least(version: str, *minimum: int) -> bool:
+    v = version_tuple(version)
+    return v + (0,) * (len(minimum) - len(v)) >= minimum
+
+
+def require_build_support(version: str, *, dla: bool = False) -> None:
+    """Refuse TensorRT versions edgeseg cannot build with (< 8.6, 9.x) and DLA on 11.0-11.3 [S1, S9]."""
+    if not _at_least(version, 8, 6) or trt_major(version) == 9:
+        raise EdgesegError(f"edgeseg builds engines with TensorRT 8.6, 10.x or 11.x, found {version}; upgrade "
+                           "TensorRT (JetPack 6.0 ships 8.6, JetPack 6.1 ships 10.3) or use --backend ort")
+    if dla and trt_major(version) == 11 and not _at_least(version, 11, 4):
+        raise EdgesegError(f"TensorRT {version} has no DLA support (removed in 11.0-11.3, back in 11.4.1 for AGX "
+                           "Orin with JetPack >= 7.2.2); drop --dla-core or use TensorRT 10.3 / 11.4+")
+
+
+# ----------------------------------------------------------------------------- precision
+
+def onnx_precision(has_qdq: bool, has_fp16: bool) -> str:
+    """The precision an ONNX carries by itself: "int8" (Q/DQ nodes), "fp16" (FP16 tensors) or "fp32"."""
+    return "int8" if has_qdq else "fp16" if has_fp16 else "fp32"
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How a build gets its precision: a strongly typed network (the ONNX decides) or builder flags."""
+
+    precision: str  # what the user asked for: fp32 | fp16 | int8
+    onnx_precision: str  # what the ONNX carries: fp32 | fp16 | int8
+    strongly_typed: bool
+    implicit_int8: bool  # INT8 builder flag + calibration cache (8.6 / 10.x only)
+
+
+def precision_plan(major: int, precision: str, onnx: str, *, strongly_typed: bool | None = None,
+                   has_calibration_cache: bool = False) -> PrecisionPlan:
+    """Resolve and validate how ``precision`` is obtained from an ONNX carrying ``onnx`` precision.
+
+    ``strongly_typed=None`` picks: always on 11+, on 10.x when the ONNX carries its precision
+    (FP16 ONNX or Q/DQ ONNX), never on 8.6 (no STRONGLY_TYPED flag) [S1, S2]. Never silently
+    builds another precision than asked: mismatches raise EdgesegError.
+    """
+    if precision not in PRECISIONS:
+        raise EdgesegError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if onnx not in PRECISIONS:
+        raise EdgesegError(f"ONNX precision must be one of {', '.join(PRECISIONS)}, got {onnx!r}")
+    if strongly_typed is None:
+        strongly_typed = major >= 11 or (major == 10 and onnx != "fp32")
+    if strongly_typed and major < 10:
+        raise EdgesegError(f"TensorRT {major}.x has no strongly typed networks (STRONGLY_TYPED is 10.0+); "
+                           "build without strongly_typed=True")
+    if not strongly_typed and major >= 11:
+        raise EdgesegError("TensorRT 11 networks are always strongly typed; drop strongly_typed=False")
+    implicit = precision == "int8" and onnx == "fp32"
+    if implicit and major >= 11:
+        raise EdgesegError("TensorRT 11 has no implicit INT8 calibration (no INT8 flag, no calibrators); build "
+                           "from the Q/DQ ONNX (model.int8.onnx, quantized with --layout trt) instead")
+    if implicit and strongly_typed:
+        raise EdgesegError("implicit INT8 (calibration cache) needs a weakly typed network; pass "
+                           "strongly_typed=False or build from the Q/DQ ONNX")
+    if implicit and not has_calibration_cache:
+        raise EdgesegError("precision int8 from an ONNX without Q/DQ nodes needs a calibration cache "
+                           "(calibration_cache=...); pass the cache `edgeseg quantize` wrote or build from the "
+                           "Q/DQ ONNX")
+    if has_calibration_cache and not implicit:
+        raise EdgesegError(f"a calibration cache applies only to implicit INT8 (precision int8 from an FP32 ONNX); "
+                           f"this build is precision {precision} from an {onnx.upper()} ONNX: drop calibration_cache")
+    if onnx != precision and not implicit and (strongly_typed or onnx != "fp32"):
+        where = "a strongly typed network takes its precision from the ONNX" if strongly_typed else \
+            f"the ONNX already carries {onnx.upper()}"
+        raise EdgesegError(f"precision {precision} asked but the ONNX is {onnx.upper()} ({where}); build from the "
+                           f"{precision.upper()} ONNX of the bundle or ask for precision {onnx}")
+    return PrecisionPlan(precision, onnx, strongly_typed, implicit)
+
+
+# ----------------------------------------------------------------------------- network and builder flags
+
+def network_flags(trt: Any, major: int, strongly_typed: bool) -> int:
+    """``create_network`` flags: 8.6 needs EXPLICIT_BATCH for the ONNX parser; 10.x sets STRONGLY_TYPED
+    when asked (EXPLICIT_BATCH is deprecated and ignored there); 11.x takes 0 (always strongly typed,
+    EXPLICIT_BATCH removed) [S1, S2, notes 7.1-7.2]."""
+    creation = trt.NetworkDefinitionCreationFlag
+    if major >= 11:
+        return 0
+    if major == 10:
+        return (1 << int(creation.STRONGLY_TYPED)) if strongly_typed else 0
+    if strongly_typed:
+        raise EdgesegError(f"TensorRT {major}.x has no STRONGLY_TYPED network flag (10.0+); build weakly typed")
+    return 1 << int(creation.EXPLICIT_BATCH)
+
+
+def builder_flags(trt: Any, major: int, precision: str, *, strongly_typed: bool, implicit_int8: bool = False,
+                  dla: bool = False, version_compatible: bool = False) -> list[Any]:
+    """The ``trt.BuilderFlag`` members to set.
+
+    Weakly typed (8.6, 10.x): FP16 for fp16; INT8 + FP16 for int8 (Q/DQ or implicit), so layers
+    left unquantized run in FP16. Strongly typed (10.x opt-in, all of 11.x): no precision flags,
+    the ONNX carries FP16 / Q/DQ; 11.x has no FP16/INT8 members at all [S1, S6]. DLA adds
+    GPU_FALLBACK and runs FP16/INT8 only [S9]; VERSION_COMPATIBLE where asked (8.6+) [S10].
+    """
+    if precision not in PRECISIONS:
+        raise EdgesegError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if implicit_int8 and (major >= 11 or strongly_typed or precision != "int8"):
+        raise EdgesegError("implicit INT8 needs TensorRT 8.6/10.x, a weakly typed network and precision int8; "
+                           "build from the Q/DQ ONNX instead")
+    if dla and precision == "fp32":
+        raise EdgesegError("DLA runs FP16 or INT8 only, got precision fp32; build with --precision fp16 or int8, "
+                           "or drop --dla-core")
+    flag = trt.BuilderFlag
+    flags: list[Any] = []
+    if not strongly_typed:
+        if major >= 11:
+            raise EdgesegError("TensorRT 11 networks are always strongly typed; precision comes from the ONNX")
+        if precision in ("fp16", "int8"):
+            flags.append(flag.FP16)
+        if precision == "int8":
+            flags.append(flag.INT8)
+    if dla:
+        flags.append(flag.GPU_FALLBACK)
+    if version_compatible:
+        flags.append(flag.VERSION_COMPATIBLE)
+    return flags
+
+
+# ----------------------------------------------------------------------------- optimization profile
+
+def _shape(value: Any, what: str) -> Shape:
+    try:
+        shape = tuple(int(d) for d in value)
+    except (TypeError, ValueError):
+        raise EdgesegError(f"{what} must be 4 integers (N, C, H, W), got {value!r}; fix the shape bounds") from None
+    if len(shape) != 4:
+        raise EdgesegError(f"{what} must be 4 integers (N, C, H, W), got {shape}; fix the shape bounds")
+    return shape  # type: ignore[return-value]
+
+
+def profile_shapes(bounds: Mapping[str, Sequence[int]] | None, static_shape: Sequence[int] | None = None, *,
+                   dla: bool = False) -> tuple[Shape, Shape, Shape]:
+    """(min, opt, max) NCHW shapes for the optimization profile.
+
+    ``bounds``: {"min": shape, "opt": shape, "max": shape} from the export's shape bounds, or None
+    to use ``static_shape`` (the network input's shape; -1 marks a dynamic dim, which then needs
+    bounds). Static dims of ``static_shape`` must agree with the bounds. DLA has no dynamic
+    shapes, so it needs min = opt = max [S9, notes 7.12].
+    """
+    static = tuple(int(d) for d in static_shape) if static_shape is not None else None
+    if bounds is None:
+        if static is None or len(static) != 4 or any(d < 1 for d in static):
+            raise EdgesegError(f"the ONNX input shape {static} has dynamic dims but no shape bounds were given; pass "
+                               "bounds={'min': ..., 'opt': ..., 'max': ...} or re-export with edgeseg export")
+        return static, static, static  # type: ignore[return-value]
+    missing = [k for k in ("min", "opt", "max") if k not in bounds]
+    if missing:
+        raise EdgesegError(f"shape bounds need min, opt and max, missing {missing}; pass the input's entry of the "
+                           "export's shape_bounds (e.g. meta['shape_bounds']['input'])")
+    lo, opt, hi = (_shape(bounds[k], f"shape bound {k}") for k in ("min", "opt", "max"))
+    if any(d < 1 for d in lo) or not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+        raise EdgesegError(f"shape bounds must satisfy 1 <= min <= opt <= max per dim, got min {lo}, opt {opt}, "
+                           f"max {hi}; fix the bounds")
+    if static is not None:
+        if len(static) != 4:
+            raise EdgesegError(f"the ONNX input has rank {len(static)}; edgeseg builds (N, 3, H, W) image models")
+        clash = [i for i, d in enumerate(static) if d >= 1 and not lo[i] == opt[i] == hi[i] == d]
+        if clash:
+            raise EdgesegError(f"the ONNX input {tuple(static)} is static in dims {clash} but the bounds vary them "
+                               f"(min {lo}, max {hi}); use the bounds the ONNX was exported with")
+    if dla and not lo == opt == hi:
+        raise EdgesegError(f"DLA has no dynamic shapes: min = opt = max is required, got min {lo}, opt {opt}, "
+                           f"max {hi}; export with a static shape or pass equal bounds")
+    return lo, opt, hi
+
+
+# ----------------------------------------------------------------------------- portability
+
+def hardware_level_name(value: bool | str) -> str:
+    """Normalize the ``hardware_compatible`` argument: False -> "none", True -> "ampere_plus"."""
+    if value is True:
+        return "ampere_plus"
+    if value is False or value is None:
+        return "none"
+    name = str(value).lower()
+    if name not in HARDWARE_LEVELS:
+        raise EdgesegError(f"hardware compatibility must be one of {', '.join(HARDWARE_LEVELS)} (or True/False), "
+                           f"got {value!r}")
+    return name
+
+
+def _cc(value: Any) -> tuple[int, int]:
+    """'8.7' or (8, 7) -> (8, 7)."""
+    parts = value.split(".") if isinstance(value, str) else list(value)
+    try:
+        major, minor = (int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise EdgesegError(f"compute capability must look like 8.7, got {value!r}") from None
+    return major, minor
+
+
+def hardware_level(trt: Any, version: str, level: bool | str, compute_capability: str | None = None) -> Any:
+    """The ``trt.HardwareCompatibilityLevel`` member for ``config.hardware_compatibility_level``, or
+    None for the default (plan tied to this GPU). AMPERE_PLUS needs TensorRT 8.6+ and an Ampere or
+    newer build GPU (compute capability >= 8.0); SAME_COMPUTE_CAPABILITY needs 10.9+ [S1, S10]."""
+    name = hardware_level_name(level)
+    if name == "none":
+        return None
+    if name == "ampere_plus":
+        if not _at_least(version, 8, 6):
+            raise EdgesegError(f"hardware-compatible plans need TensorRT 8.6+, found {version}; drop the option")
+        if compute_capability is not None and _cc(compute_capability) < (8, 0):
+            raise EdgesegError(f"hardware compatibility ampere_plus needs an Ampere or newer build GPU (compute "
+                               f"capability >= 8.0), this GPU is {compute_capability}; build on a newer GPU or "
+                               "drop the option")
+        return trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if not _at_least(version, 10, 9):
+        raise EdgesegError(f"hardware compatibility same_compute_capability needs TensorRT 10.9+, found {version}; "
+                           "use ampere_plus or upgrade TensorRT")
+    return trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+
+
+def _version_runs(built: str, runtime: str, version_compatible: bool) -> bool:
+    b, r = version_tuple(built), version_tuple(runtime)
+    width = max(len(b), len(r))
+    b, r = b + (0,) * (width - len(b)), r + (0,) * (width - len(r))
+    if b == r:
+        return True
+    if not version_compatible or b[:2] < (8, 6) or r < b:
+        return False
+    return b[0] == r[0] or (b[0], r[0]) in _CROSS_MAJOR_VC  # [S10]
+
+
+def engine_compatibility(built: Mapping[str, Any], runtime: Mapping[str, Any]) -> list[str]:
+    """Human-readable reasons a plan built as ``built`` cannot run on ``runtime``; empty = compatible.
+
+    Both dicts hold ``trt_version`` and ``compute_capability`` ("8.7"); ``built`` also
+    ``version_compatible`` (bool) and ``hardware_compatible`` (False/True or a level name), and
+    either may hold ``gpu`` (the device name). A plan runs only on the TensorRT version, GPU and
+    platform it was built on, unless built version / hardware compatible [S10, notes 7.13].
+    """
+    for record, what in ((built, "engine record"), (runtime, "runtime record")):
+        missing = [k for k in ("trt_version", "compute_capability") if not record.get(k)]
+        if missing:
+            raise EdgesegError(f"the {what} lacks {', '.join(missing)}; rebuild the engine so its manifest records them")
+    problems = []
+    b_ver, r_ver = str(built["trt_version"]), str(runtime["trt_version"])
+    vc = bool(built.get("version_compatible", False))
+    if not _version_runs(b_ver, r_ver, vc):
+        why = ("version-compatible plans run only on the same or a later TensorRT of the same major, or 8 -> 10 "
+               "and 10 -> 11" if vc else "the plan is not version-compatible")
+        problems.append(f"built with TensorRT {b_ver}, this runtime is TensorRT {r_ver} ({why})")
+    level = hardware_level_name(built.get("hardware_compatible", False))
+    b_cc, r_cc = _cc(built["compute_capability"]), _cc(runtime["compute_capability"])
+    if level == "ampere_plus":
+        if r_cc < (8, 0):
+            problems.append(f"built for Ampere or newer GPUs (compute capability >= 8.0), this GPU is "
+                            f"{r_cc[0]}.{r_cc[1]}")
+    elif b_cc != r_cc:
+        problems.append(f"built for compute capability {b_cc[0]}.{b_cc[1]}, this GPU is {r_cc[0]}.{r_cc[1]}")
+    elif level == "none" and built.get("gpu") and runtime.get("gpu") and built["gpu"] != runtime["gpu"]:
+        problems.append(f"built on {built['gpu']}, this GPU is {runtime['gpu']} (the plan is not hardware-compatible)")
+    return problems
+
+
+def incompatibility_message(problems: Sequence[str], engine: str, bundle_dir: str) -> str:
+    """One line: which engine, every difference, and the command that rebuilds it on this device."""
+    return (f"engine {engine} cannot run here: {'; '.join(problems)}; rebuild it on this device with "
+            f"`{REBUILD.format(dir=bundle_dir)}`")
+
+
+def require_compatible(built: Mapping[str, Any], runtime: Mapping[str, Any], engine: str, bundle_dir: str) -> None:
+    """Raise EdgesegError naming every difference (see ``engine_compatibility``) and the rebuild command."""
+    problems = engine_compatibility(built, runtime)
+    if problems:
+        raise EdgesegError(incompatibility_message(problems, engine, bundle_dir))
+
+
+# ----------------------------------------------------------------------------- I/O types
+
+_NUMPY_TYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
+                "BOOL": "bool", "UINT8": "uint8"}
+
+
+def numpy_dtype(trt_dtype: Any) -> np.dtype:
+    """numpy dtype of a ``trt.DataType`` (by member name). Not ``trt.nptype``: some 8.x builds map
+    ``np.bool``, which numpy 1.24-1.26 lacks, so the call fails even for float32."""
+    name = getattr(trt_dtype, "name", str(trt_dtype))
+    if name not in _NUMPY_TYPES:
+        raise EdgesegError(f"engine I/O type {name} has no numpy equivalent; rebuild from an ONNX with float32, "
+                           "float16 or int32 inputs and outputs")
+    return np.dtype(_NUMPY_TYPES[name])
+
+
+# ----------------------------------------------------------------------------- parser errors
+
+def _call(obj: Any, method: str) -> Any:
+    """``obj.method()`` where the binding has it (node_name / node_operator are 10.x+ [S4]), else None."""
+    fn = getattr(obj, method, None)
+    return fn() if callable(fn) else None
+
+
+def parser_errors(parser: Any, node_names: Sequence[str] | None = None) -> list[str]:
+    """One line per ``parser.get_error(i)``: node index, name and operator, error code, description [S4].
+
+    ``node_names`` (the ONNX graph's node names in order) names nodes where the binding has no
+    ``node_name()`` (8.6). A node index of -1 means the error is not tied to a node.
+    """
+    lines = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        node = int(err.node())
+        name = _call(err, "node_name") or (node_names[node] if node_names and 0 <= node < len(node_names) else "")
+        op = _call(err, "node_operator") or ""
+        where = "model" if node < 0 else f"node {node}" + (f" {name!r}" if name else "") + (f" ({op})" if op else "")
+        lines.append(f"{where}: {err.code()}: {' '.join(str(err.desc()).split())}")
+    return lines
+
+
+# ----------------------------------------------------------------------------- implicit INT8 (8.6 / 10.x)
+
+def calibration_algorithm(cache: bytes) -> str:
+    """The algorithm named in a cache's header ``TRT-<version code>-<Algorithm>`` [S14]; EdgesegError if
+    the header is not one edgeseg can replay (EntropyCalibration2, MinMaxCalibration)."""
+    header = cache.split(b"\n", 1)[0].decode("ascii", "replace").strip()
+    m = re.fullmatch(r"TRT-\d+-(\w+)", header)
+    if not m or m.group(1) not in _CALIBRATION_ALGORITHMS:
+        raise EdgesegError(f"calibration cache header must be TRT-<version>-EntropyCalibration2 or "
+                           f"-MinMaxCalibration, got {header[:60]!r}; rewrite it with edgeseg quantize")
+    return m.group(1)
+
+
+def cache_calibrator(trt: Any, major: int, cache: bytes, *, dla: bool = False) -> Any:
+    """An ``IInt8EntropyCalibrator2`` (or ``IInt8MinMaxCalibrator``, per the cache header) that replays
+    ``cache``: ``get_batch`` returns None, so TensorRT runs no GPU calibration pass [S1, notes 3].
+    TensorRT 8.6 / 10.x only (calibrators are removed in 11); DLA requires EntropyCalibration2."""
+    if major >= 11:
+        raise EdgesegError("TensorRT 11 has no INT8 calibrators; build from the Q/DQ ONNX instead")
+    algorithm = calibration_algorithm(cache)
+    if dla and algorithm != "EntropyCalibration2":
+        raise EdgesegError(f"DLA needs an EntropyCalibration2 cache, got {algorithm}; recalibrate with the entropy "
+                           "method")
+    base = getattr(trt, _CALIBRATION_ALGORITHMS[algorithm])
+
+    class CacheCalibrator(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)  # pybind11 trampolines need the base initializer
+            self.cache = bytes(cache)  # kept alive: TensorRT reads the buffer during the build
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> None:
+            return None
+
+        def read_calibration_cache(self) -> bytes:
+            return self.cache
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            return None
+
+    return CacheCalibrator()
+
+
+__all__ = ["HARDWARE_LEVELS", "PRECISIONS", "PrecisionPlan", "builder_flags", "cache_calibrator",
+           "calibration_algorithm", "engine_compatibility", "hardware_level", "hardware_level_name",
+           "incompatibility_message", "network_flags", "numpy_dtype", "onnx_precision", "parser_errors", "precision_plan",
+           "profile_shapes", "require_build_support", "require_compatible", "trt_major", "version_tuple"]
