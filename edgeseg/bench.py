@@ -1,0 +1,283 @@
+"""Benchmarks across backends and precisions: latency statistics, peak memory, mIoU, and parity
+with the PyTorch FP32 model. No backend-specific code: every runner goes through one interface.
+
+One record per bundle x backend x precision x batch. Latency is measured after a warm-up for at
+least ``min_iters`` iterations and ``min_seconds`` (whichever is longer), model-only (a
+preprocessed batch in, logits out; CUDA runners synchronise) and end-to-end (uint8 frames in,
+class maps at frame size out). A bundle lacking a backend yields a record with ``skipped`` set.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgeseg.artifacts import Bundle, read_bundle
+from edgeseg.backends.base import Runner
+from edgeseg.errors import EdgesegError
+from edgeseg.metrics import ConfusionMatrix
+
+BACKENDS = ("torch", "ort", "trt")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    fps: float  # frames per second at this batch size, from the median
+    iterations: int
+
+
+def latency_stats(samples_ms: Iterable[float], batch: int = 1) -> LatencyStats:
+    """Mean and percentiles (linear interpolation, numpy's default) of per-iteration times."""
+    s = np.asarray(list(samples_ms), dtype=np.float64)
+    if s.size == 0 or (s < 0).any():
+        raise EdgesegError(f"latency needs at least one non-negative sample, got {s.size} samples")
+    p50, p90, p99 = np.percentile(s, [50, 90, 99])
+    return LatencyStats(float(s.mean()), float(p50), float(p90), float(p99), batch * 1000.0 / float(p50), int(s.size))
+
+
+def time_calls(fn: Callable[[], Any], min_iters: int = 50, min_seconds: float = 5.0, warmup: int = 5,
+               max_iters: int = 100000) -> list[float]:
+    """Milliseconds per call of ``fn`` after ``warmup`` calls, until both minimums are met."""
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while (len(samples) < min_iters or time.perf_counter() - start < min_seconds) and len(samples) < max_iters:
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000.0)
+    return samples
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS counter for this process (Linux); no-op elsewhere."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def label_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Percent of pixels where two class maps agree."""
+    if a.shape != b.shape:
+        raise EdgesegError(f"class maps differ in shape {a.shape} vs {b.shape}; compare at the same size")
+    return float((a == b).mean() * 100.0)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of (latency, miou) points not dominated by another (lower latency and higher mIoU)."""
+    front = []
+    for i, (lat, miou) in enumerate(points):
+        dominated = any((l2 <= lat and m2 >= miou) and (l2 < lat or m2 > miou) for j, (l2, m2) in enumerate(points)
+                        if j != i)
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def measured_peak_gflops(size: int = 1024, repeats: int = 5) -> float:
+    """The machine's achievable FP32 matmul rate (GFLOP/s) with torch on CPU: the roofline's ceiling."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size ** 3 / best / 1e9
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+@dataclass
+class Record:
+    bundle: str
+    backend: str
+    precision: str
+    batch: int
+    skipped: str | None = None
+    miou: float | None = None
+    pixel_acc: float | None = None
+    per_class_iou: dict[str, float | None] = field(default_factory=dict)
+    latency_ms_mean: float | None = None
+    latency_ms_p50: float | None = None
+    latency_ms_p90: float | None = None
+    latency_ms_p99: float | None = None
+    fps: float | None = None
+    e2e_latency_ms_p50: float | None = None
+    e2e_fps: float | None = None
+    iterations: int | None = None
+    agreement: float | None = None  # % pixels equal to the PyTorch FP32 model's classes
+    per_class_iou_delta: dict[str, float | None] = field(default_factory=dict)
+    peak_rss_mb: float | None = None
+    threads: int | None = None
+    gmacs_per_s: float | None = None
+    roofline_pct: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def runners_for(bundle: Bundle, backend: str, threads: int) -> list[tuple[str, Runner | str]]:
+    """(precision, runner) pairs this bundle offers on ``backend`` here, or (precision, reason skipped)."""
+    from edgeseg.build import tensorrt_available
+
+    if backend == "torch":
+        ckpt = bundle.file("checkpoint")
+        if ckpt is None:
+            return [("fp32", "bundle has no checkpoint (built from ONNX)")]
+        from edgeseg.backends.torch_runner import TorchRunner
+        from edgeseg.checkpoint import load_checkpoint
+
+        model = load_checkpoint(ckpt).build()
+        if threads:
+            torch.set_num_threads(threads)
+        return [("fp32", TorchRunner(model))]
+    if backend == "ort":
+        from edgeseg.backends.onnxruntime import OrtRunner
+
+        return [(p, OrtRunner(bundle.file(p), threads=threads)) for p in ("fp32", "fp16", "int8") if bundle.file(p)]
+    if backend == "trt":
+        if bundle.file("engine") is None:
+            return [(bundle.precision, "bundle has no TensorRT engine (edgeseg build --from DIR --backend trt)")]
+        if not tensorrt_available():
+            return [(bundle.precision, "TensorRT or a CUDA GPU is not available on this machine")]
+        from edgeseg.backends.tensorrt import TensorRTRunner
+
+        return [(bundle.precision, TensorRTRunner(bundle.file("engine"), engine_info=bundle.manifest.get("engine")))]
+    raise EdgesegError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+
+
+def _predict(runner: Runner, x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    out = torch.as_tensor(np.asarray(runner.infer(x))).float()
+    if tuple(out.shape[-2:]) != tuple(size):
+        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    return out.argmax(1).numpy()
+
+
+def bench_runner(bundle: Bundle, backend: str, precision: str, runner: Runner, batch: int, frames: list[np.ndarray],
+                 masks: list[np.ndarray], reference: list[np.ndarray] | None, min_iters: int, min_seconds: float,
+                 threads: int, macs: int | None, peak_gflops: float | None) -> tuple[Record, list[np.ndarray]]:
+    """Accuracy on (frames, masks), latency at ``batch``, parity with ``reference`` class maps."""
+    rec = Record(str(bundle.root), backend, precision, batch, threads=threads or os.cpu_count())
+    pre = bundle.preprocessing
+    reset_peak_rss()
+    with runner:
+        spec = runner.input_spec
+        if not spec.min_shape[0] <= batch <= spec.max_shape[0]:
+            rec.skipped = f"batch {batch} outside the model's batch bounds {spec.min_shape[0]}..{spec.max_shape[0]}"
+            return rec, []
+        cm = ConfusionMatrix(len(bundle.classes))
+        labels = []
+        for frame, mask in zip(frames, masks):
+            pred = _predict(runner, pre(frame)[None], mask.shape)[0]
+            cm.update(pred, mask)
+            labels.append(pred)
+        summary = cm.summary(bundle.classes)
+        rec.miou, rec.pixel_acc, rec.per_class_iou = summary["miou"], summary["pixel_acc"], summary["per_class_iou"]
+        x = np.stack([pre(frames[i % len(frames)]) for i in range(batch)])
+        stats = latency_stats(time_calls(lambda: runner.infer(x), min_iters, min_seconds), batch)
+        rec.latency_ms_mean, rec.latency_ms_p50, rec.latency_ms_p90, rec.latency_ms_p99 = (
+            stats.mean_ms, stats.p50_ms, stats.p90_ms, stats.p99_ms)
+        rec.fps, rec.iterations = stats.fps, stats.iterations
+        frame_batch = [frames[i % len(frames)] for i in range(batch)]
+        e2e = latency_stats(time_calls(lambda: _predict(runner, np.stack([pre(f) for f in frame_batch]),
+                                                        frame_batch[0].shape[:2]),
+                                       max(10, min_iters // 5), min_seconds / 5), batch)
+        rec.e2e_latency_ms_p50, rec.e2e_fps = e2e.p50_ms, e2e.fps
+    rec.peak_rss_mb = peak_rss_mb()
+    if macs and peak_gflops:
+        rec.gmacs_per_s = macs * batch / (rec.latency_ms_p50 / 1000.0) / 1e9
+        rec.roofline_pct = 100.0 * 2 * rec.gmacs_per_s / peak_gflops
+    if reference is not None:
+        rec.agreement = float(np.mean([label_agreement(a, b) for a, b in zip(labels, reference)]))
+    return rec, labels
+
+
+def load_split(spec: str, split: str, limit: int | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    from edgeseg.data import open_dataset
+
+    dataset = open_dataset(spec, split)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    pairs = [dataset[i] for i in range(n)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def run_bench(bundle_dirs: list[Path], data: str, split: str, backends: list[str], batches: list[int],
+              limit: int | None = None, min_iters: int = 50, min_seconds: float = 5.0, threads: int = 0,
+              on_record: Callable[[Record], None] = lambda r: None,
+              parity_dir: Path | None = None, parity_images: int = 0) -> list[Record]:
+    """All records; ``on_record`` sees each as it is made (so an interrupted run keeps what it measured)."""
+    from edgeseg.models import ModelConfig, build_model, measure_complexity
+
+    frames, masks = load_split(data, split, limit)
+    peak = measured_peak_gflops()
+    records: list[Record] = []
+    for bundle_dir in bundle_dirs:
+        bundle = read_bundle(bundle_dir)
+        macs = None
+        if bundle.file("checkpoint") is not None:
+            from edgeseg.checkpoint import load_checkpoint
+
+            ckpt = load_checkpoint(bundle.file("checkpoint"))
+            macs = measure_complexity(build_model(ckpt.config), tuple(bundle.preprocessing.size)).macs
+        reference = None
+        order = ["torch"] + [b for b in backends if b != "torch"]  # the PyTorch FP32 reference first
+        for backend in order:
+            for precision, runner in runners_for(bundle, backend, threads):
+                for batch in batches:
+                    if isinstance(runner, str):
+                        rec = Record(str(bundle.root), backend, precision, batch, skipped=runner)
+                        labels = []
+                    else:
+                        rec, labels = bench_runner(bundle, backend, precision, runner, batch, frames, masks, reference,
+                                                   min_iters, min_seconds, threads, macs, peak)
+                    if backend == "torch" and precision == "fp32" and labels and reference is None:
+                        reference = labels
+                        rec.agreement = 100.0
+                    if backend in backends:
+                        records.append(rec)
+                        on_record(rec)
+                    if labels and reference is not None and parity_dir is not None and parity_images:
+                        write_disagreement_pngs(parity_dir / f"{Path(bundle_dir).name}-{backend}-{precision}",
+                                                frames[:parity_images], labels, reference)
+        ref_rec = next((r for r in records if r.backend == "torch" and r.precision == "fp32" and r.miou is not None), None)
+        for r in records:
+            if ref_rec is not None and r.per_class_iou and r.bundle == ref_rec.bundle:
+                r.per_class_iou_delta = {k: (None if v is None or ref_rec.per_class_iou.get(k) is None
+                                             else v - ref_rec.per_class_iou[k]) for k, v in r.per_class_iou.items()}
+    return records
+
+
+def write_disagreement_pngs(folder: Path, frames: list[np.ndarray], labels: list[np.ndarray],
+                            reference: list[np.ndarray]) -> None:
+    """One PNG per image: the frame darkened, pixels where the classes differ from the reference in red."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (frame, a, b) in enumerate(zip(frames, labels, reference)):
+        img = (frame.astype(np.float32) * 0.4).astype(np.uint8)
+        img[a != b] = (255, 0, 0)
+        Image.fromarray(img).save(folder / f"{i:04d}.png")

@@ -1,0 +1,140 @@
+"""`edgeseg bench`: latency and mIoU across backends and precisions, with a parity report."""
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from pathlib import Path
+
+import click
+
+from edgeseg.cli import main
+from edgeseg.errors import EdgesegError
+
+TABLE_COLUMNS = [("backend", "backend"), ("precision", "precision"), ("batch", "batch"), ("mIoU", "miou"),
+                 ("agree %", "agreement"), ("p50 ms", "latency_ms_p50"), ("p90 ms", "latency_ms_p90"),
+                 ("p99 ms", "latency_ms_p99"), ("fps", "fps"), ("e2e fps", "e2e_fps"), ("RSS MB", "peak_rss_mb"),
+                 ("% peak", "roofline_pct")]
+
+
+def _ints(value: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v]
+        if not out or min(out) < 1:
+            raise ValueError
+        return out
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated positive integers like 1,4, got {value!r}") from None
+
+
+def machine_description() -> dict:
+    import onnxruntime
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    import os
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def write_plot(records: list[dict], path: Path) -> None:
+    """Latency (p50) vs mIoU per backend/precision, Pareto front marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgeseg.bench import pareto_front
+
+    pts = [r for r in records if r.get("miou") is not None and r.get("latency_ms_p50") is not None]
+    if not pts:
+        return
+    front = set(pareto_front([(r["latency_ms_p50"], r["miou"]) for r in pts]))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, r in enumerate(pts):
+        ax.scatter(r["latency_ms_p50"], r["miou"], s=60, marker="*" if i in front else "o")
+        ax.annotate(f"{Path(r['bundle']).name}:{r['backend']}-{r['precision']} b{r['batch']}",
+                    (r["latency_ms_p50"], r["miou"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    line = sorted((pts[i]["latency_ms_p50"], pts[i]["miou"]) for i in front)
+    ax.plot([p[0] for p in line], [p[1] for p in line], "--", lw=1, label="Pareto front")
+    ax.set_xlabel("latency p50 per batch (ms, model only)")
+    ax.set_ylabel("mIoU")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@main.command("bench")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--data", required=True)
+@click.option("--split", default="val", show_default=True)
+@click.option("--backends", default="torch,ort,trt", show_default=True)
+@click.option("--batch", "batches", default="1", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--limit", type=int, default=None, help="Only the first N images for accuracy.")
+@click.option("--min-iters", default=50, show_default=True)
+@click.option("--min-seconds", default=5.0, show_default=True)
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0: library default).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None)
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None)
+@click.option("--parity-images", default=0, show_default=True, help="PNGs marking disagreement with PyTorch FP32.")
+@click.option("--parity-dir", type=click.Path(path_type=Path), default=Path("parity"), show_default=True)
+def bench_cmd(bundles: tuple[Path, ...], data: str, split: str, backends: str, batches: str, limit: int | None,
+              min_iters: int, min_seconds: float, threads: int, json_path: Path | None, csv_path: Path | None,
+              plot_path: Path | None, parity_images: int, parity_dir: Path) -> None:
+    """Latency, memory, mIoU and parity for every bundle x backend x precision x batch available here."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgeseg.bench import BACKENDS, run_bench
+
+    wanted = [b.strip() for b in backends.split(",") if b.strip()]
+    unknown = [b for b in wanted if b not in BACKENDS]
+    if unknown:
+        raise EdgesegError(f"unknown backend {unknown[0]!r}: expected a comma-separated subset of {', '.join(BACKENDS)}")
+    console = Console(width=max(Console().width, 140))
+    records: list[dict] = []
+
+    def on_record(rec) -> None:
+        records.append(rec.to_dict())
+        what = f"{Path(rec.bundle).name} {rec.backend} {rec.precision} b{rec.batch}"
+        console.print(f"{what}: skipped ({rec.skipped})" if rec.skipped else
+                      f"{what}: mIoU {rec.miou:.2f}, p50 {rec.latency_ms_p50:.1f} ms, {rec.fps:.1f} fps")
+
+    interrupted = False
+    try:
+        run_bench(list(bundles), data, split, wanted, _ints(batches), limit, min_iters, min_seconds, threads,
+                  on_record, parity_dir if parity_images else None, parity_images)
+    except KeyboardInterrupt:
+        interrupted = True
+        console.print("[yellow]interrupted: results so far[/yellow]")
+    table = Table(title=f"edgeseg bench on {data} {split} ({machine_description()['cpu']})")
+    for title, _ in TABLE_COLUMNS:
+        table.add_column(title, justify="right")
+    skipped = []
+    for r in records:
+        if r["skipped"]:
+            skipped.append(f"{Path(r['bundle']).name} {r['backend']} {r['precision']} batch {r['batch']}: {r['skipped']}")
+            table.add_row(r["backend"], r["precision"], str(r["batch"]), "skipped", *[""] * (len(TABLE_COLUMNS) - 4))
+            continue
+        table.add_row(*["" if r[k] is None else f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k])
+                        for _, k in TABLE_COLUMNS])
+    console.print(table)
+    for line in skipped:
+        console.print(f"skipped: {line}")
+    if json_path:
+        json_path.write_text(json.dumps(records, indent=1))  # a list of records, one per bundle x backend x precision x batch
+    if csv_path and records:
+        with open(csv_path, "w", newline="") as f:
+            keys = [k for k in records[0] if not isinstance(records[0][k], dict)]
+            writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(records)
+    if plot_path:
+        write_plot(records, plot_path)
+    if interrupted:
+        raise SystemExit(130)
