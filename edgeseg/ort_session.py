@@ -16,6 +16,9 @@ def make_session(path: str | Path, threads: int = 0, providers: list[str] | None
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
+    # Trained segmentation nets produce denormal activations; on x86 they are ~100x slower to
+    # compute and numerically irrelevant (< 1.2e-38), so flush them to zero.
+    opts.add_session_config_entry("session.set_denormal_as_zero", "1")
     try:
         return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for corrupt files
