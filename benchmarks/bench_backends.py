@@ -1,0 +1,90 @@
+"""`edgeseg bench` on the reference bundles plus a peer baseline, one run, this CPU.
+
+    python benchmarks/bench_backends.py [--bundles build/reference] [--runs 50]
+
+Records: PyTorch eager FP32 (from the bundle's checkpoint), ONNX Runtime FP32 / FP16 / INT8
+(`cpu` layout) through edgeseg's runner, and as a peer an ONNX Runtime session with default
+settings on the plain (unfused) export. Writes benchmarks/results/backends_cpu.{json,md,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from common import CAMVID, REPO, RESULTS, machine, write_results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bundles", type=Path, default=REPO / "build" / "reference")
+    ap.add_argument("--data", default=f"camvid:{CAMVID}")
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+
+    from edgeseg.artifacts import read_bundle
+    from edgeseg.bench import latency_stats, run_bench, time_calls
+    from edgeseg.checkpoint import load_checkpoint
+    from edgeseg.cli_bench import write_plot
+    from edgeseg.export import export_onnx
+
+    bundles = [args.bundles / p for p in ("fp32", "fp16", "int8") if (args.bundles / p).is_dir()]
+    records = [r.to_dict() for r in run_bench(bundles, args.data, "val", ["torch", "ort"], [1], None, args.runs,
+                                              args.seconds, args.threads)]
+    # peer: ONNX Runtime defaults on the plain export (no fusion, default session options)
+    ref = read_bundle(bundles[0])
+    ckpt = load_checkpoint(ref.file("checkpoint"))
+    plain = Path(tempfile.mkdtemp()) / "plain.onnx"
+    export_onnx(ckpt.build(), plain, input_size=tuple(ref.preprocessing.size), fuse=False,
+                metadata={"model": ckpt.config.name, "classes": ckpt.classes, "palette": ckpt.palette,
+                          "preprocessing": ref.preprocessing})
+    session = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, *ref.preprocessing.size), dtype=np.float32)
+    peer = latency_stats(time_calls(lambda: session.run(None, {"input": x}), args.runs, args.seconds))
+    records.append({"bundle": "plain export", "backend": "ort-default-peer", "precision": "fp32", "batch": 1,
+                    "latency_ms_p50": peer.p50_ms, "latency_ms_p90": peer.p90_ms, "latency_ms_p99": peer.p99_ms,
+                    "fps": peer.fps, "miou": None, "agreement": None, "skipped": None, "threads": "ort default"})
+    torch_rec = next(r for r in records if r["backend"] == "torch" and not r["skipped"])
+    done = [r for r in records if not r["skipped"] and r["miou"] is not None]
+    within = [r for r in done if abs(r["miou"] - torch_rec["miou"]) <= 1.0]
+    best = min(within, key=lambda r: r["latency_ms_p50"])
+    speedup = torch_rec["latency_ms_p50"] / best["latency_ms_p50"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_plot([r for r in done], RESULTS / "backends_cpu.png")
+    rows = "\n".join(
+        f"| {Path(r['bundle']).name} | {r['backend']} | {r['precision']} | "
+        f"{'' if r['miou'] is None else format(r['miou'], '.2f')} | "
+        f"{'' if r['agreement'] is None else format(r['agreement'], '.2f')} | {r['latency_ms_p50']:.1f} | "
+        f"{r['latency_ms_p90']:.1f} | {r['latency_ms_p99']:.1f} | {r['fps']:.1f} | "
+        f"{'' if r.get('e2e_fps') is None else format(r['e2e_fps'], '.1f')} | "
+        f"{'' if r.get('roofline_pct') is None else format(r['roofline_pct'], '.1f')} |"
+        for r in records if not r["skipped"])
+    md = f"""# Backends on CamVid val (101 images, 360x480, batch 1), one run
+
+| bundle | backend | precision | mIoU | agreement with PyTorch FP32 % | p50 ms | p90 ms | p99 ms | fps | end-to-end fps | % of FP32 matmul peak |
+|---|---|---|---|---|---|---|---|---|---|---|
+{rows}
+
+Best edgeseg CPU path within 1 mIoU point of PyTorch FP32: **{best['backend']} {best['precision']}**, p50
+{best['latency_ms_p50']:.1f} ms vs PyTorch eager FP32 {torch_rec['latency_ms_p50']:.1f} ms: **{speedup:.2f}x**.
+Threads: {args.threads} for edgeseg runners and PyTorch; the peer uses ONNX Runtime's defaults.
+Latency is model-only (preprocessed batch in, logits out); end-to-end adds preprocessing, resize and argmax.
+The roofline column divides 2 x multiply-adds / latency by the FP32 matmul rate torch reaches here
+(1024^3 matmul, best of 5): INT8 can exceed 100 %.
+
+![latency vs mIoU](backends_cpu.png)
+"""
+    write_results("backends_cpu", {"machine": machine(), "records": records, "speedup_vs_torch": speedup,
+                                   "best": [best["backend"], best["precision"]]}, md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
