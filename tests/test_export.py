@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
+from _helpers import randomize_bn
 from edgeseg.cli import main
 from edgeseg.data import Preprocessing
 from edgeseg.errors import EdgesegError
@@ -21,29 +22,12 @@ from edgeseg.models import ModelConfig, build_model
 SIZE = (64, 96)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and spinning OpenMP threads crawl on a busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
-def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.2)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
-    return model.eval()
 
 
 def _model(name: str) -> nn.Module:
-    return _randomize_bn(build_model(ModelConfig(name, 5, width=0.35)))
+    return randomize_bn(build_model(ModelConfig(name, 5, width=0.35)))
 
 
 def _ort(path: Path, x: np.ndarray) -> np.ndarray:
@@ -235,7 +219,7 @@ def test_cli_export_from_checkpoint_carries_its_metadata(tmp_path: Path) -> None
     from edgeseg.checkpoint import Checkpoint, save_checkpoint
 
     config = ModelConfig("deeplabv3plus_mobilenet_v2", 3, width=0.35)
-    model = _randomize_bn(build_model(config))
+    model = randomize_bn(build_model(config))
     prep = Preprocessing(mean=(0.4, 0.4, 0.4), std=(0.3, 0.3, 0.3), size=(48, 80))
     ckpt = tmp_path / "best.pt"
     save_checkpoint(ckpt, Checkpoint(config=config, state_dict=model.state_dict(), classes=["a", "b", "c"],

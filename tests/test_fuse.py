@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from _helpers import randomize_bn
 from edgeseg.errors import EdgesegError
 from edgeseg.fuse import CostModel, SeparableBlock, fuse_model
 from edgeseg.models import ModelConfig, build_model
@@ -14,26 +15,8 @@ from edgeseg.models.layers import SeparableConvBNReLU
 SIZE = (24, 32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and spinning OpenMP threads crawl on a busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
-def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Trained-looking BatchNorm statistics (identity stats would hide folding mistakes)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.2)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
-    return model.eval()
 
 
 def _image_model(block: nn.Module, channels: int) -> nn.Sequential:
@@ -50,7 +33,7 @@ def _same(a: nn.Module, b: nn.Module, x: torch.Tensor, tol: float = 1e-5) -> flo
 
 @pytest.mark.parametrize("groups, bias", [(1, False), (1, True), (2, True), (4, False)])
 def test_conv_bn_folds_into_the_conv(groups: int, bias: bool) -> None:
-    model = _image_model(_randomize_bn(nn.Sequential(
+    model = _image_model(randomize_bn(nn.Sequential(
         nn.Conv2d(4, 8, 3, padding=1, groups=groups, bias=bias), nn.BatchNorm2d(8), nn.ReLU())), 4)
     fused, report = fuse_model(model, strategy="keep", input_size=SIZE)
     assert report.folded_bn == 1 and report.unfolded_bn == []
@@ -62,7 +45,7 @@ def test_conv_bn_folds_into_the_conv(groups: int, bias: bool) -> None:
 @pytest.mark.parametrize("cin, cout, groups", [(4, 6, 1), (4, 6, 2), (6, 6, 3)])
 def test_conv_transpose_bn_scales_the_output_channel_axis(cin: int, cout: int, groups: int) -> None:
     # ConvTranspose2d weight is [Cin, Cout/g, k, k]: Cin != Cout catches scaling along the wrong axis
-    model = _image_model(_randomize_bn(nn.Sequential(
+    model = _image_model(randomize_bn(nn.Sequential(
         nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, groups=groups), nn.BatchNorm2d(cout))), cin)
     fused, report = fuse_model(model, strategy="keep", input_size=SIZE)
     assert report.folded_bn == 1 and isinstance(fused[1][1], nn.Identity)
@@ -70,7 +53,7 @@ def test_conv_transpose_bn_scales_the_output_channel_axis(cin: int, cout: int, g
 
 
 def test_bn_not_directly_after_a_conv_is_left_alone() -> None:
-    model = _randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.BatchNorm2d(4)))
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.BatchNorm2d(4)))
     fused, report = fuse_model(model, input_size=SIZE)
     assert report.folded_bn == 0 and report.unfolded_bn == ["2"]  # after a ReLU: not foldable
     _same(model, fused, torch.randn(1, 3, *SIZE))
@@ -78,7 +61,7 @@ def test_bn_not_directly_after_a_conv_is_left_alone() -> None:
 
 def _separable(cin: int, cout: int, stride: int = 1, dilation: int = 2) -> nn.Sequential:
     """dw conv (with bias) -> BN -> Dropout -> pw conv -> BN -> ReLU."""
-    return _randomize_bn(nn.Sequential(
+    return randomize_bn(nn.Sequential(
         nn.Conv2d(cin, cin, 3, stride=stride, padding=dilation, dilation=dilation, groups=cin, bias=True),
         nn.BatchNorm2d(cin), nn.Dropout(0.3), nn.Conv2d(cin, cout, 1), nn.BatchNorm2d(cout), nn.ReLU()))
 
@@ -97,7 +80,7 @@ def test_depthwise_pointwise_collapse_is_one_dense_conv(stride: int) -> None:
 
 
 def test_separable_block_with_relu_between_is_not_a_candidate() -> None:
-    model = _image_model(_randomize_bn(SeparableConvBNReLU(8, 8, act_between=True)), 8)
+    model = _image_model(randomize_bn(SeparableConvBNReLU(8, 8, act_between=True)), 8)
     fused, report = fuse_model(model, strategy="collapse", input_size=SIZE)
     assert report.blocks == [] and report.folded_bn == 2
     _same(model, fused, torch.randn(1, 3, *SIZE))
@@ -158,7 +141,7 @@ def test_unknown_strategy_is_refused() -> None:
     ("deeplabv3plus_mobilenet_v2", "collapse"),
 ])
 def test_whole_models_fuse_to_the_same_logits(name: str, strategy: str) -> None:
-    model = _randomize_bn(build_model(ModelConfig(name, 5, width=0.35)))
+    model = randomize_bn(build_model(ModelConfig(name, 5, width=0.35)))
     fused, report = fuse_model(model, strategy=strategy, input_size=(64, 96))
     assert report.unfolded_bn == [] and not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     assert report.after.layers < report.before.layers
@@ -170,7 +153,7 @@ def test_whole_models_fuse_to_the_same_logits(name: str, strategy: str) -> None:
 
 def test_resnet_blocks_and_stem_fold() -> None:
     # torchvision Bottleneck (custom forward) and the IntermediateLayerGetter stem
-    model = _randomize_bn(build_model(ModelConfig("deeplabv3_resnet50", 3)))
+    model = randomize_bn(build_model(ModelConfig("deeplabv3_resnet50", 3)))
     fused, report = fuse_model(model, input_size=(33, 33))
     assert report.unfolded_bn == [] and report.folded_bn == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     x = torch.randn(1, 3, 33, 33)
@@ -183,7 +166,7 @@ def test_resnet_blocks_and_stem_fold() -> None:
 @pytest.mark.slow
 def test_timm_xception_blocks_fold_and_collapse() -> None:
     # timm ConvNormAct (BatchNormAct2d) and Xception SeparableConv2d (strided depthwise convs), behind hooks
-    model = _randomize_bn(build_model(ModelConfig("deeplabv3plus_xception65", 3)))
+    model = randomize_bn(build_model(ModelConfig("deeplabv3plus_xception65", 3)))
     fused, report = fuse_model(model, strategy="collapse", input_size=(32, 32))
     assert report.unfolded_bn == [] and len(report.blocks) == report.collapsed == 65
     assert any(d.stride == 2 for d in report.blocks)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import segmentation as tvseg
 
+from _helpers import randomize_bn
 from edgeseg.errors import CheckpointError, ModelError
 from edgeseg.models import (MODEL_NAMES, TORCHVISION_NAMES, ModelConfig, build_model, load_torchvision_state_dict,
                             measure_complexity)
@@ -44,14 +45,6 @@ def test_deeplabv3plus_at_output_stride_8_on_resnet() -> None:
         assert model(torch.randn(1, 3, 65, 81)).shape == (1, 3, 65, 81)
 
 
-def _randomize_bn(model: torch.nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
 
 
 @pytest.mark.slow
@@ -59,7 +52,7 @@ def _randomize_bn(model: torch.nn.Module, seed: int) -> None:
 def test_torchvision_weights_give_torchvision_logits(name: str, tmp_path) -> None:
     torch.manual_seed(0)
     reference = getattr(tvseg, name)(weights=None, weights_backbone=None, num_classes=7, aux_loss=True).eval()
-    _randomize_bn(reference, 1)
+    randomize_bn(reference, 1)
     path = tmp_path / f"{name}.pth"
     torch.save(reference.state_dict(), path)  # what torchvision saves / downloads: a plain state_dict, aux head included
     ours = load_torchvision_state_dict(name, path)

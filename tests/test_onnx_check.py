@@ -21,12 +21,6 @@ from edgeseg.onnx_check import check_onnx, normalize_trt_version
 F = TensorProto.FLOAT
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _model(nodes, inits=(), opset: int = 17, in_shape=(1, 4, 8, 8), out_shape=None, meta: dict | None = None,
