@@ -22,6 +22,7 @@ from edgeseg.errors import EdgesegError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "ort", "trt")
+LATENCY_RUNS = 20  # build-time latency figure: a quick median, not a benchmark (see edgeseg bench)
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
@@ -181,13 +182,19 @@ def _measure_miou(opts: BuildOptions, stage: Path, roles: dict[str, str], pre, l
     from edgeseg.data import open_dataset
     from edgeseg.evaluate import evaluate
 
+    from edgeseg.ort_session import median_latency_ms
+
     dataset = open_dataset(opts.data, opts.val_split)
     result: dict[str, Any] = {"data": opts.data, "split": opts.val_split,
-                              "images": min(len(dataset), opts.val_limit or len(dataset)), "miou": {}}
+                              "images": min(len(dataset), opts.val_limit or len(dataset)), "miou": {},
+                              "latency_ms_median": {}, "latency_runs": LATENCY_RUNS}
     for precision in dict.fromkeys(["fp32", opts.precision]):
         with OrtRunner(stage / roles[precision]) as runner:
             cm = evaluate(runner, dataset, pre, batch_size=1, limit=opts.val_limit)
+            shape = runner.input_spec.min_shape
         result["miou"][precision] = round(cm.miou(), 3)
+        result["latency_ms_median"][precision] = round(median_latency_ms(stage / roles[precision], shape,
+                                                                          runs=LATENCY_RUNS), 2)
         log(f"mIoU {precision} (ONNX Runtime CPU, {opts.val_split}): {cm.miou():.2f}")
     return result
 

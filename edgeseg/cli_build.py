@@ -9,7 +9,7 @@ import click
 from edgeseg.cli import _size, main
 
 DEMO_DATA = "synthetic"
-DEMO_MODEL = dict(model="deeplabv3plus_mobilenet_v2", width=0.35, epochs=3, batch_size=16, optimizer="adamw", lr=5e-3,
+DEMO_MODEL = dict(model="deeplabv3plus_mobilenet_v2", width=0.35, epochs=8, batch_size=16, optimizer="adamw", lr=5e-3,
                   weight_decay=1e-2)
 
 
@@ -83,6 +83,9 @@ def _print_summary(console, out: Path, manifest: dict, seconds: float) -> None:
     if metrics.get("miou"):
         scores = ", ".join(f"{k} {v:.2f}" for k, v in metrics["miou"].items())
         console.print(f"mIoU on {metrics['data']} {metrics['split']} ({metrics['images']} images, ONNX Runtime): {scores}")
+    if metrics.get("latency_ms_median"):
+        lat = ", ".join(f"{k} {v:.1f} ms" for k, v in metrics["latency_ms_median"].items())
+        console.print(f"latency (ONNX Runtime CPU, batch 1, median of {metrics['latency_runs']}): {lat}")
     engine = manifest.get("engine")
     console.print(f"TensorRT engine: {engine['trt_version']} / sm {engine['compute_capability']}" if engine
                   else "TensorRT engine: none (no TensorRT/GPU here)")
