@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from edgeseg.artifacts import Bundle, read_bundle
 from edgeseg.backends.base import Runner
 from edgeseg.errors import EdgesegError
 from edgeseg.metrics import ConfusionMatrix
+from edgeseg.postprocess import labels_from_logits
 
 BACKENDS = ("torch", "ort", "trt")
 
@@ -185,10 +185,7 @@ def runners_for(bundle: Bundle, backend: str, threads: int) -> list[tuple[str, R
 
 
 def _predict(runner: Runner, x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    out = torch.as_tensor(np.asarray(runner.infer(x))).float()
-    if tuple(out.shape[-2:]) != tuple(size):
-        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-    return out.argmax(1).numpy()
+    return labels_from_logits(runner.infer(x), size)
 
 
 def bench_runner(bundle: Bundle, backend: str, precision: str, runner: Runner, batch: int, frames: list[np.ndarray],

@@ -10,13 +10,13 @@ from typing import Any, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgeseg.data.datasets import SegmentationDataset
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.metrics import ConfusionMatrix
+from edgeseg.postprocess import labels_from_logits
 
 
 class _EvalSamples(Dataset):
@@ -40,18 +40,13 @@ Predictor = Union[nn.Module, Callable[[torch.Tensor], Any]]  # (N,3,H,W) -> (N,C
 
 
 @torch.no_grad()
-def predict_labels(model: Predictor, images: list[torch.Tensor], sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+def predict_labels(model: Predictor, images: list[torch.Tensor], sizes: list[tuple[int, int]]) -> list[np.ndarray]:
     """Class maps (H, W) at ``sizes`` for preprocessed (3, h, w) images; same-shape images run as one batch."""
     if all(im.shape == images[0].shape for im in images):
-        logits = list(torch.as_tensor(model(torch.stack(images))))
+        logits = list(torch.as_tensor(model(torch.stack(images))).cpu())
     else:
-        logits = [torch.as_tensor(model(im[None]))[0] for im in images]
-    out = []
-    for lg, size in zip(logits, sizes):
-        if tuple(lg.shape[-2:]) != tuple(size):
-            lg = F.interpolate(lg[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-        out.append(lg.argmax(0))
-    return out
+        logits = [torch.as_tensor(model(im[None]))[0].cpu() for im in images]
+    return [labels_from_logits(lg[None], size)[0] for lg, size in zip(logits, sizes)]
 
 
 def evaluate(model: Predictor, dataset: SegmentationDataset, preprocessing: Preprocessing, *,
@@ -70,7 +65,7 @@ def evaluate(model: Predictor, dataset: SegmentationDataset, preprocessing: Prep
         images = [im.to(device) for im in images]
         preds = predict_labels(model, images, [tuple(m.shape) for m in masks])
         for pred, mask in zip(preds, masks):
-            cm.update(pred.cpu().numpy(), mask.numpy())
+            cm.update(pred, mask.numpy())
         if on_batch is not None:
             on_batch(len(masks))
     if is_module:

@@ -15,12 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from edgeseg.artifacts import Bundle, read_bundle, verify_bundle
 from edgeseg.backends.base import Runner
 from edgeseg.errors import EdgesegError
+from edgeseg.postprocess import labels_from_logits, resize_logits
 
 BACKENDS = ("auto", "ort", "trt", "torch")
 
@@ -89,12 +88,11 @@ class Segmenter:
     def __call__(self, frame: np.ndarray, logits: bool = False):
         rgb = self._check(frame)
         x = self.preprocessing(np.ascontiguousarray(rgb))[None]
-        out = torch.as_tensor(np.asarray(self.runner.infer(x))).float()
-        h, w = frame.shape[:2]
-        if out.shape[-2:] != (h, w):
-            out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
-        labels = out[0].argmax(0).to(torch.uint8 if out.shape[1] <= 256 else torch.int32).numpy()
-        return (labels, out[0].numpy()) if logits else labels
+        out = self.runner.infer(x)
+        if logits:
+            scores = resize_logits(out, frame.shape[:2])
+            return scores[0].argmax(0).astype(np.uint8 if scores.shape[1] <= 256 else np.int32), scores[0]
+        return labels_from_logits(out, frame.shape[:2])[0]
 
     def close(self) -> None:
         self.runner.deactivate()
