@@ -125,3 +125,23 @@ def test_cli_info_and_build_errors(int8_bundle, tmp_path: Path, checkpoint: Path
     res = runner.invoke(main, ["build", "--precision", "fp32", "--checkpoint", str(bad), "--out", str(tmp_path / "y")])
     assert res.exit_code == 2 and "cannot read checkpoint" in res.output
     assert not (tmp_path / "y").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".y")]
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "benchmarks" / "reference" / "deeplabv3plus_mobilenet_v2_camvid.pt"
+
+
+@pytest.mark.slow
+@pytest.mark.camvid
+def test_reference_fp32_bundle_matches_pytorch_on_camvid_frames(camvid_root: Path, tmp_path: Path) -> None:
+    spec = f"camvid:{camvid_root}"
+    build_bundle(BuildOptions(precision="fp32", out=tmp_path / "ref", checkpoint=REFERENCE, data=spec, val_limit=2),
+                 log=lambda s: None)
+    ckpt = load_checkpoint(REFERENCE)
+    model = ckpt.build()
+    seg = edgeseg.load(tmp_path / "ref")
+    val = open_dataset(spec, "val")
+    for i in (0, 50, 100):
+        frame = val[i][0]
+        with torch.no_grad():
+            ref = model(torch.from_numpy(ckpt.preprocessing(frame))[None])[0].argmax(0).numpy()
+        assert (seg(frame) == ref).mean() >= 0.995
