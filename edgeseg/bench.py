@@ -146,6 +146,7 @@ class Record:
     agreement: float | None = None  # % pixels equal to the PyTorch FP32 model's classes
     per_class_iou_delta: dict[str, float | None] = field(default_factory=dict)
     peak_rss_mb: float | None = None
+    peak_device_mb: float | None = None  # CUDA memory PyTorch allocated (torch runner; None on CPU)
     threads: int | None = None
     gmacs_per_s: float | None = None
     roofline_pct: float | None = None
@@ -195,6 +196,8 @@ def bench_runner(bundle: Bundle, backend: str, precision: str, runner: Runner, b
     rec = Record(str(bundle.root), backend, precision, batch, threads=threads or os.cpu_count())
     pre = bundle.preprocessing
     reset_peak_rss()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     with runner:
         spec = runner.input_spec
         if not spec.min_shape[0] <= batch <= spec.max_shape[0]:
@@ -219,6 +222,8 @@ def bench_runner(bundle: Bundle, backend: str, precision: str, runner: Runner, b
                                        max(10, min_iters // 5), min_seconds / 5), batch)
         rec.e2e_latency_ms_p50, rec.e2e_fps = e2e.p50_ms, e2e.fps
     rec.peak_rss_mb = peak_rss_mb()
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        rec.peak_device_mb = torch.cuda.max_memory_allocated() / 2 ** 20
     if macs and peak_gflops:
         rec.gmacs_per_s = macs * batch / (rec.latency_ms_p50 / 1000.0) / 1e9
         rec.roofline_pct = 100.0 * 2 * rec.gmacs_per_s / peak_gflops
