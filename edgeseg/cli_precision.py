@@ -94,6 +94,8 @@ def calibrate_cmd(onnx_path: Path, data: str, split: str, count: int, seed: int,
               show_default=True)
 @click.option("--trt-cache", type=click.Path(path_type=Path), default=None, help="Also write a TensorRT calibration cache.")
 @click.option("--trt-version", default="8.6.1", show_default=True)
+@click.option("--fp16-scales", is_flag=True, help="trt layout: FP16 scales and graph (strongly typed TensorRT 10/11; "
+              "needs an opset >= 19 export).")
 @click.option("--max-miou-drop", type=float, default=None, help="Keep sensitive layers in float until the drop fits.")
 @click.option("--val-data", default=None, help="Held-out data for the guard (default: the manifest's dataset).")
 @click.option("--val-split", default="val", show_default=True)
@@ -103,7 +105,8 @@ def calibrate_cmd(onnx_path: Path, data: str, split: str, count: int, seed: int,
 @click.option("--scale", type=float, default=None)
 @click.option("--json", "as_json", is_flag=True)
 def quantize_cmd(onnx_path: Path, precision: str, out: Path, calib: Path | None, data: str | None, layout: str,
-                 calibrator: str, trt_cache: Path | None, trt_version: str, max_miou_drop: float | None,
+                 calibrator: str, trt_cache: Path | None, trt_version: str, fp16_scales: bool,
+                 max_miou_drop: float | None,
                  val_data: str | None, val_split: str, allow_changed: bool, mean: str | None, std: str | None,
                  scale: float | None, as_json: bool) -> None:
     """Write an INT8 Q/DQ (cpu or trt layout) or FP16 ONNX from an FP32 ONNX."""
@@ -136,7 +139,8 @@ def quantize_cmd(onnx_path: Path, precision: str, out: Path, calib: Path | None,
     size = pre.size
     report = build_int8(onnx_path, out, stats, layout=layout, calibrator=calibrator, stats_cache_hit=hit,
                         trt_cache=trt_cache, trt_version=trt_version, max_miou_drop=max_miou_drop, miou_of=miou_of,
-                        sensitivity_inputs=sens, latency_shape=(1, 3, *size) if size else None)
+                        sensitivity_inputs=sens, latency_shape=(1, 3, *size) if size else None,
+                        fp16_scales=fp16_scales)
     summary = {"out": str(out), "layout": layout, "calibrator": calibrator, "stats_cache_hit": hit,
                "trt_cache": str(report.trt_cache) if report.trt_cache else None}
     if report.guard is not None:

@@ -263,3 +263,29 @@ def test_doctor_flags_unnormalised_inputs_and_missing_classes() -> None:
     assert any("missing from the calibration set: d" in w for w in warnings)
     assert diagnose([np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)], PRE, 100, 4,
                     [0, 1, 2, 3]) == []
+
+
+def test_fp16_scales_for_strongly_typed_tensorrt(tmp_path: Path) -> None:
+    from edgeseg.export import export_onnx
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("deeplabv3plus_mobilenet_v2", 8, width=0.35))
+    pre = Preprocessing(size=(64, 96))
+    for opset in (17, 19):
+        export_onnx(model, tmp_path / f"o{opset}.onnx", input_size=(64, 96), opset=opset, metadata={"preprocessing": pre})
+    inputs = [pre(open_dataset(SPEC, "train")[i][0])[None] for i in range(3)]
+    ranges = activation_ranges(collect_stats(tmp_path / "o19.onnx", inputs), "entropy", "trt")
+    with pytest.raises(EdgesegError, match="opset >= 19"):
+        quantize_qdq(tmp_path / "o17.onnx", tmp_path / "x.onnx", ranges, "trt", fp16_scales=True)
+    out = quantize_qdq(tmp_path / "o19.onnx", tmp_path / "q16.onnx", ranges, "trt", fp16_scales=True)
+    ref = quantize_qdq(tmp_path / "o19.onnx", tmp_path / "q32.onnx", ranges, "trt")
+    q = onnx.load(str(out))
+    inits = {i.name: i for i in q.graph.initializer}
+    scales = [inits[n.input[1]].data_type for n in q.graph.node
+              if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[1] in inits]
+    assert scales and set(scales) == {TensorProto.FLOAT16}
+    assert q.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert q.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    x = inputs[0]
+    a, b = make_session(ref).run(None, {"input": x})[0], make_session(out).run(None, {"input": x})[0]
+    assert (a.argmax(1) == b.argmax(1)).mean() > 0.99

@@ -60,7 +60,8 @@ class Int8Report:
 def build_int8(onnx_path: str | Path, out: str | Path, stats: dict[str, TensorStats], *, layout: str = "cpu",
                calibrator: str = "entropy", stats_cache_hit: bool = False, trt_cache: str | Path | None = None,
                trt_version: str = "8.6.1", max_miou_drop: float | None = None, miou_of=None,
-               sensitivity_inputs=None, latency_shape: tuple[int, ...] | None = None) -> Int8Report:
+               sensitivity_inputs=None, latency_shape: tuple[int, ...] | None = None,
+               fp16_scales: bool = False) -> Int8Report:
     """Quantize with ``calibrator`` ranges; with ``max_miou_drop`` run the guard (needs ``miou_of`` and
     ``sensitivity_inputs``: a few (1,3,H,W) calibration inputs for the per-layer ranking)."""
     if calibrator not in CALIBRATORS:
@@ -71,7 +72,7 @@ def build_int8(onnx_path: str | Path, out: str | Path, stats: dict[str, TensorSt
         amax = {n: compute_amax(calibrator, s.hist, s.bin_width, s.absmax) for n, s in stats.items() if s.absmax > 0}
         report.trt_cache = write_calibration_cache(trt_cache, amax, trt_version)
     if max_miou_drop is None:
-        quantize_qdq(onnx_path, out, ranges, layout)
+        quantize_qdq(onnx_path, out, ranges, layout, fp16_scales=fp16_scales)
         return report
     if miou_of is None or sensitivity_inputs is None:
         raise EdgesegError("--max-miou-drop needs held-out data to measure mIoU; pass --val-data SPEC")

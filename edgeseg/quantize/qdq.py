@@ -94,9 +94,20 @@ def _feed_residual_identity_through_qdq(model) -> int:
     return changed
 
 
+FP16_SCALE_MIN_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 scales from opset 19
+
+
+def _opset(model) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
 def quantize_qdq(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, tuple[float, float]], layout: str,
-                 nodes_to_exclude: Iterable[str] = ()) -> Path:
-    """Write the INT8 Q/DQ model for ``layout`` ('trt' or 'cpu'), keeping ``nodes_to_exclude`` in float."""
+                 nodes_to_exclude: Iterable[str] = (), fp16_scales: bool = False) -> Path:
+    """Write the INT8 Q/DQ model for ``layout`` ('trt' or 'cpu'), keeping ``nodes_to_exclude`` in float.
+
+    ``fp16_scales`` (trt layout): FP16 Q/DQ scales and an FP16 graph with FP32 I/O, for strongly typed
+    TensorRT 10/11 builds where a DQ's output type follows its scale (INT8 + FP16). Needs an opset >= 19
+    export, which TensorRT 8.6 cannot parse."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, quantize_static
 
@@ -106,6 +117,10 @@ def quantize_qdq(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, 
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise EdgesegError(f"activation range of {name} is not finite ({lo}, {hi}); recalibrate")
     model = onnx.load(str(fp32_path))
+    if fp16_scales and (layout != "trt" or _opset(model) < FP16_SCALE_MIN_OPSET):
+        raise EdgesegError(f"FP16 scales need --layout trt and an ONNX at opset >= {FP16_SCALE_MIN_OPSET} (got layout "
+                           f"{layout}, opset {_opset(model)}); re-export with `edgeseg export --opset 19` (for TensorRT "
+                           "10/11 strongly typed builds; TensorRT 8.6 parses opset <= 17)")
     op_types = sorted({n.op_type for n in model.graph.node})
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="edgeseg-q-") as tmp:
@@ -119,7 +134,13 @@ def quantize_qdq(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, 
                 q = onnx.load(str(tmp_out))
                 if _feed_residual_identity_through_qdq(q):
                     onnx.save(q, str(tmp_out))
-            _copy_metadata(fp32_path, tmp_out, {"edgeseg.precision": json.dumps("int8"), "edgeseg.qdq_layout": json.dumps(layout)})
+            if fp16_scales:
+                from edgeseg.quantize.fp16 import convert_fp16
+
+                convert_fp16(tmp_out, tmp_out)
+            _copy_metadata(fp32_path, tmp_out, {"edgeseg.precision": json.dumps("int8"),
+                                                "edgeseg.qdq_layout": json.dumps(layout),
+                                                "edgeseg.qdq_scale_dtype": json.dumps("fp16" if fp16_scales else "fp32")})
     return out_path
 
 
