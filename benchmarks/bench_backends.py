@@ -50,7 +50,7 @@ def main() -> None:
     export_onnx(ckpt.build(), plain, input_size=tuple(ref.preprocessing.size), fuse=False,
                 metadata={"model": ckpt.config.name, "classes": ckpt.classes, "palette": ckpt.palette,
                           "preprocessing": ref.preprocessing})
-    session = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])  # ORT defaults, as users run it
     x = np.random.default_rng(0).standard_normal((1, 3, *ref.preprocessing.size), dtype=np.float32)
     peer = latency_stats(time_calls(lambda: session.run(None, {"input": x}), args.runs, args.seconds))
     records.append({"bundle": "plain export", "backend": "ort-default-peer", "precision": "fp32", "batch": 1,
@@ -67,7 +67,8 @@ def main() -> None:
     int8 = read_bundle(bundles[-1])
     torch.set_num_threads(args.threads)
     with TorchRunner(load_checkpoint(int8.file("checkpoint")).build()) as eager, \
-            OrtRunner(int8.file(int8.precision if int8.precision != "fp16" else "fp32"), threads=args.threads) as best_rt:
+            OrtRunner(int8.file(int8.precision if int8.precision != "fp16" else "fp32"), threads=args.threads,
+                      spinning=False) as best_rt:
         xi = np.random.default_rng(1).standard_normal((1, 3, *int8.preprocessing.size), dtype=np.float32)
         cross = interleaved_medians({"torch_eager_fp32": lambda: eager.infer(xi),
                                      f"ort_{int8.precision}": lambda: best_rt.infer(xi)}, rounds=30)

@@ -111,6 +111,7 @@ def measured_peak_gflops(size: int = 2048, repeats: int = 5, threads: int = 0) -
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", spec[:2], spec[2:])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
                                    .SerializeToString(), opts, providers=["CPUExecutionProvider"])
     feed = {"a": a, "b": a}
@@ -173,7 +174,9 @@ def runners_for(bundle: Bundle, backend: str, threads: int) -> list[tuple[str, R
     if backend == "ort":
         from edgeseg.backends.onnxruntime import OrtRunner
 
-        return [(p, OrtRunner(bundle.file(p), threads=threads)) for p in ("fp32", "fp16", "int8") if bundle.file(p)]
+        # no busy-waiting threads: the runners of one benchmark share the cores with each other and PyTorch
+        return [(p, OrtRunner(bundle.file(p), threads=threads, spinning=False)) for p in ("fp32", "fp16", "int8")
+                if bundle.file(p)]
     if backend == "trt":
         if bundle.file("engine") is None:
             return [(bundle.precision, "bundle has no TensorRT engine (edgeseg build --from DIR --backend trt)")]

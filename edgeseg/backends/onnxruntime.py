@@ -33,11 +33,13 @@ class OrtRunner(Runner):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, providers: list[str] | str = "cpu", threads: int = 0) -> None:
+    def __init__(self, path: str | Path, providers: list[str] | str = "cpu", threads: int = 0,
+                 spinning: bool = True) -> None:
         super().__init__()
         self.path = Path(path)
         self.providers = providers
         self.threads = threads
+        self.spinning = spinning
         self._session = None
         self._spec: InputSpec | None = None
 
@@ -61,7 +63,7 @@ class OrtRunner(Runner):
         from edgeseg.export import read_onnx_metadata
         from edgeseg.ort_session import make_session
 
-        self._session = make_session(self.path, self.threads, self._provider_list())
+        self._session = make_session(self.path, self.threads, self._provider_list(), self.spinning)
         self._spec = _spec_from_session(self._session, read_onnx_metadata(self.path).get("shape_bounds"))
         self.output_name = self._session.get_outputs()[0].name
 

@@ -1,0 +1,92 @@
+"""`edgeseg infer` (images, video, cameras, streams) and `edgeseg deploy` (DeepStream, Triton)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from edgeseg.cli import main
+from edgeseg.errors import EdgesegError
+
+
+@main.command("infer")
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.argument("source")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (created).")
+@click.option("--backend", type=click.Choice(["auto", "ort", "trt", "torch"]), default="auto", show_default=True)
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Frames per inference (default: up to 4 when the bundle's batch dim is dynamic, else its batch).")
+@click.option("--no-overlay", is_flag=True, help="Only label PNGs (and colour masks for images): no overlays, no video.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Mask opacity in overlays.")
+@click.option("--threads", default=0, show_default=True, help="ONNX Runtime threads (0: ORT's default).")
+@click.option("--queue-size", type=click.IntRange(min=1), default=4, show_default=True, help="Items per stage queue.")
+def infer_cmd(bundle_dir: Path, source: str, out: Path, backend: str, max_frames: int | None, batch: int | None,
+              no_overlay: bool, alpha: float, threads: int, queue_size: int) -> None:
+    """Segment SOURCE (image, folder, video file, camera index, rtsp:// URL) with a bundle.
+
+    Writes OUT/labels/*.png (class index per pixel) and, for images, OUT/masks and OUT/overlays;
+    for video, cameras and streams an overlay video. Ctrl-C stops cleanly (outputs stay complete)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgeseg.infer import infer
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("[bold]infer"), BarColumn(), TextColumn("{task.completed} frames"),
+                  TextColumn("{task.fields[fps]:.1f} fps"), TimeElapsedColumn(), console=console, transient=True,
+                  disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("infer", total=None, fps=0.0)
+
+        def on_frame(done: int, total: int | None, fps: float) -> None:
+            bar.update(task, completed=done, total=total, fps=fps)
+
+        result = infer(bundle_dir, source, out, backend=backend, batch=batch, max_frames=max_frames,
+                       overlays=not no_overlay, alpha=alpha, queue_size=queue_size, threads=threads,
+                       progress=on_frame)
+    s = result.stats
+    if s.frames == 0 and not s.stopped:
+        first = f", e.g. {s.errors[0]}" if s.errors else ""
+        raise EdgesegError(f"no frame of {source} could be decoded ({s.decode_errors} tried{first}); "
+                           "expected images or video OpenCV/Pillow can read; check the input")
+    click.echo(f"{s.frames} frames from {source} ({result.source_kind}) in {s.seconds:.1f} s: end-to-end "
+               f"{s.e2e_fps:.1f} fps, model only {s.model_fps:.1f} fps ({result.backend}, batch {result.batch})")
+    if s.decode_errors:
+        click.echo(f"skipped {s.decode_errors} frame(s) that could not be decoded, e.g. {s.errors[0]}")
+    for note in s.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"outputs: {result.out}" + (f", video {result.video}" if result.video else ""))
+    if s.stopped:
+        click.echo("stopped before the end of the input; the files written are complete", err=True)
+        sys.exit(130)
+
+
+@main.command("deploy")
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.option("--deepstream", type=click.Path(path_type=Path), default=None,
+              help="Folder for the nvinfer config, labels, ONNX and a gst-launch README.")
+@click.option("--triton", type=click.Path(path_type=Path), default=None,
+              help="Triton model repository: writes NAME/config.pbtxt and NAME/1/model.onnx|model.plan.")
+@click.option("--model-name", default=None, help="Triton model name (default MODEL_PRECISION).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="nvinfer batch-size (default: the bundle's opt batch).")
+@click.option("--segmentation-threshold", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="nvinfer: pixels whose best class probability is not above this stay unlabelled (-1).")
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Check the bundle's file hashes.")
+def deploy_cmd(bundle_dir: Path, deepstream: Path | None, triton: Path | None, model_name: str | None,
+               batch_size: int | None, segmentation_threshold: float, verify: bool) -> None:
+    """Write a DeepStream nvinfer config and/or a Triton model repository for a bundle."""
+    from edgeseg.deploy import write_deepstream, write_triton
+
+    if deepstream is None and triton is None:
+        raise EdgesegError("expected --deepstream DIR and/or --triton DIR, got neither; pass at least one")
+    if deepstream is not None:
+        res = write_deepstream(bundle_dir, deepstream, batch_size=batch_size,
+                               segmentation_threshold=segmentation_threshold, verify=verify)
+        click.echo(f"DeepStream: {res.out} ({', '.join(res.files)})")
+        for warning in res.warnings:
+            click.echo(f"warning: {warning}", err=True)
+    if triton is not None:
+        res = write_triton(bundle_dir, triton, model_name=model_name, verify=verify)
+        click.echo(f"Triton: {res.out} ({', '.join(res.files)})")
