@@ -69,7 +69,9 @@ def main() -> None:
     with TorchRunner(load_checkpoint(int8.file("checkpoint")).build()) as eager, \
             OrtRunner(int8.file(int8.precision if int8.precision != "fp16" else "fp32"), threads=args.threads,
                       spinning=False) as best_rt:
-        xi = np.random.default_rng(1).standard_normal((1, 3, *int8.preprocessing.size), dtype=np.float32)
+        from edgeseg.data import open_dataset
+
+        xi = int8.preprocessing(open_dataset(args.data, "val")[0][0])[None]  # a real frame: real activations
         cross = interleaved_medians({"torch_eager_fp32": lambda: eager.infer(xi),
                                      f"ort_{int8.precision}": lambda: best_rt.infer(xi)}, rounds=30)
     done = [r for r in records if not r["skipped"] and r["miou"] is not None]
@@ -102,7 +104,8 @@ The roofline column divides 2 x multiply-adds / latency by the best FP32 GEMM ra
 ![latency vs mIoU](backends_cpu.png)
 """
     cross_ratio = cross["torch_eager_fp32"] / cross[f"ort_{int8.precision}"]
-    md += (f"\nInterleaved cross-check (30 rounds alternating PyTorch eager FP32 and ORT {int8.precision}, medians): "
+    md += (f"\nInterleaved cross-check on a CamVid val frame (30 rounds alternating PyTorch eager FP32 and ORT "
+           f"{int8.precision}, medians): "
            f"{cross['torch_eager_fp32']:.1f} ms vs {cross[f'ort_{int8.precision}']:.1f} ms = **{cross_ratio:.2f}x**.\n")
     write_results("backends_cpu", {"machine": machine(), "records": records, "speedup_vs_torch": speedup,
                                    "best": [best["backend"], best["precision"]], "interleaved_ms": cross,

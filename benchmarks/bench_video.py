@@ -2,7 +2,7 @@
 
     python benchmarks/bench_video.py [BUNDLE ...] [--frames 300] [--threads 2]
 
-BUNDLE defaults to benchmarks/reference/bundles/fp32 and .../int8. A video is generated from the
+BUNDLE defaults to build/reference/fp32 and .../int8 (made by bench_build.py). A video is generated from the
 CamVid val frames (../shared/datasets/camvid/val, looped to --frames; skipped with a message when
 absent), then `edgeseg infer` runs on it for each bundle exactly as the command does: decode ->
 preprocess + inference (batched when the bundle allows) -> label PNGs + overlay video, three
@@ -20,7 +20,7 @@ from pathlib import Path
 import common
 from common import CAMVID, REPO, machine
 
-DEFAULT_BUNDLES = [REPO / "benchmarks" / "reference" / "bundles" / p for p in ("fp32", "int8")]
+DEFAULT_BUNDLES = [common.REPO / "build" / "reference" / p for p in ("fp32", "int8")]  # from bench_build.py
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 

@@ -174,7 +174,7 @@ def eval_cmd(checkpoint: Path | None, model_name: str | None, weights: Path | No
     Console().print(table)
 
 
-from edgeseg import cli_bench, cli_build, cli_precision  # noqa: E402,F401  (register their commands)
+from edgeseg import cli_bench, cli_build, cli_deploy, cli_precision  # noqa: E402,F401  (register their commands)
 
 def _export_source(checkpoint: Path | None, model_name: str | None, weights: Path | None,
                    num_classes: int | None):

@@ -18,7 +18,8 @@ from edgeseg.errors import EdgesegError
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Frames per inference (default: up to 4 when the bundle's batch dim is dynamic, else its batch).")
-@click.option("--no-overlay", is_flag=True, help="Only label PNGs (and colour masks for images): no overlays, no video.")
+@click.option("--no-overlay", is_flag=True,
+              help="Only label PNGs (and colour masks for images): no overlays, no video.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Mask opacity in overlays.")
 @click.option("--threads", default=0, show_default=True, help="ONNX Runtime threads (0: ORT's default).")
 @click.option("--queue-size", type=click.IntRange(min=1), default=4, show_default=True, help="Items per stage queue.")

@@ -30,7 +30,6 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from edgeseg.artifacts import Bundle, read_bundle, staging_dir, verify_bundle
 from edgeseg.data.preprocess import Preprocessing
@@ -330,7 +329,8 @@ def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: Tens
         raise EdgesegError(f"bundle precision {bundle.precision!r} has no nvinfer network-mode; expected "
                            f"{', '.join(NETWORK_MODES)}")
     if not segmentation_threshold >= 0:
-        raise EdgesegError(f"segmentation threshold must be >= 0 (nvinfer rejects negatives), got {segmentation_threshold}")
+        raise EdgesegError(f"segmentation threshold must be >= 0 (nvinfer rejects negatives), "
+                           f"got {segmentation_threshold}; pass 0.0 for the plain argmax")
     size = _input_size(bundle, dims)
     engine = bundle.manifest.get("engine") or {}
     dla_core = engine.get("dla_core")
@@ -348,15 +348,21 @@ def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: Tens
         f"# DeepStream Gst-nvinfer config for the edgeseg bundle {bundle.root.name} ({m.get('model')}, {mode}, "
         f"{len(bundle.classes)} classes), written by edgeseg {m.get('edgeseg_version')}.",
         f"# Keys and ranges checked against: {NVINFER_DOC}.",
-        f"# Preprocessing: nvinfer computes y = net-scale-factor * (x - offsets[c]) on 0..255 {pre.channel_order} pixels;",
+        "# Preprocessing: nvinfer computes y = net-scale-factor * (x - offsets[c]) on 0..255 pixels in "
+        f"{pre.channel_order} order;",
         f"# the model was trained on y = (x * {_fmt(pre.scale)} - mean[c]) / std[c] with std = [{std}].",
         "# offsets = mean / scale (exact). nvinfer has ONE scale factor for all channels, so the per-channel std is",
-        f"# APPROXIMATED by the mean std {_fmt(norm.mean_std)}: net-scale-factor = scale / mean std, and channel c comes",
-        f"# out scaled by std[c] / mean std (largest deviation {100 * norm.max_rel_error:.2f}%).",
+        f"# APPROXIMATED by the mean std {_fmt(norm.mean_std)}: net-scale-factor = scale / mean std, and channel c",
+        f"# comes out scaled by std[c] / mean std (largest deviation {100 * norm.max_rel_error:.2f}%).",
         f"# Output: {onnx_name} is the bundle's FP32 ONNX plus a Softmax over classes (output '{DS_OUTPUT}'), so",
-        f"# segmentation-threshold compares probabilities (0.0 = plain argmax, every pixel labelled).",
+        "# segmentation-threshold compares probabilities (0.0 = plain argmax, every pixel labelled).",
         f"# Engine: nvinfer builds it from {onnx_name} on the first start ({mode.upper()}"
         + (f", from calibration.cache: {header}" if mode == "int8" else "") + ") and saves it as model-engine-file.",
+    ]
+    if bundle.file("engine") is not None:
+        lines.append("# The bundle's own model.engine is not used: it outputs raw logits, which the threshold would "
+                     "mis-read.")
+    lines += [
         "[property]",
         f"gpu-id={gpu_id}",
         f"net-scale-factor={_fmt(norm.net_scale_factor)}",
@@ -396,7 +402,8 @@ def _gst_readme(bundle: Bundle, size: tuple[int, int], warnings: list[str]) -> s
         f"- `{DS_CONFIG}`: the Gst-nvinfer config (semantic segmentation, network-type=2)\n"
         f"- `{DS_ONNX}`: the bundle's FP32 ONNX with a Softmax appended (output `{DS_OUTPUT}`)\n"
         "- `labels.txt`: one class name per line, in class-index order\n"
-        + ("- `calibration.cache`: the bundle's TensorRT INT8 calibration cache\n" if bundle.precision == "int8" else "")
+        + ("- `calibration.cache`: the bundle's TensorRT implicit-INT8 calibration cache (TensorRT 8.6 / 10; "
+           "TensorRT 11 has no implicit INT8)\n" if bundle.precision == "int8" else "")
         + "\nThe first start builds the TensorRT engine on the device (minutes on a Jetson) and saves it\n"
         "next to the config under the `model-engine-file` name; later starts load it.\n\n"
         "A minimal pipeline (an H.264 MP4; set the muxer's width/height to your camera's resolution):\n\n"
@@ -436,7 +443,8 @@ def write_deepstream(bundle_dir: str | Path, out: str | Path, *, batch_size: int
         (stage / "labels.txt").write_text("\n".join(bundle.classes) + "\n")
         problems = validate_nvinfer(text, stage)
         if problems:
-            raise EdgesegError(f"the generated nvinfer config fails its own check ({'; '.join(problems)}); report this bug")
+            raise EdgesegError(f"the generated nvinfer config fails its own check ({'; '.join(problems)}); "
+                               "report this bug")
         (stage / DS_CONFIG).write_text(text)
         (stage / "README.md").write_text(_gst_readme(bundle, _input_size(bundle, info.dims), warnings))
         files = sorted(p.name for p in stage.iterdir())
@@ -454,7 +462,8 @@ def _triton_source(bundle: Bundle) -> tuple[str, Path, Path]:
     """(platform, model file to ship, ONNX that describes its I/O)."""
     engine = bundle.file("engine")
     if engine is not None:
-        described = bundle.root / ((bundle.manifest.get("engine") or {}).get("source") or bundle.manifest["roles"]["fp32"])
+        source = (bundle.manifest.get("engine") or {}).get("source") or bundle.manifest["roles"]["fp32"]
+        described = bundle.root / source
         return "tensorrt_plan", engine, described
     variant = bundle.file(bundle.precision) or bundle.file("fp32")
     return "onnxruntime_onnx", variant, variant
@@ -490,9 +499,11 @@ def triton_config(bundle: Bundle, model_name: str) -> tuple[str, Path, str]:
     strip = (lambda d: tuple(d[1:])) if batched else tuple  # Triton's dims leave out the batch dim when batching
     pre = bundle.preprocessing
     lines = [
-        f"# Triton model for the edgeseg bundle {bundle.root.name} ({bundle.manifest.get('model')}, {bundle.precision}).",
-        f"# Clients send preprocessed NCHW float32: (x * {_fmt(pre.scale)} - mean) / std per channel in {pre.channel_order}",
-        f"# order, mean {list(pre.mean)}, std {list(pre.std)}, resized to {list(pre.size) if pre.size else 'any size'}.",
+        f"# Triton model for the edgeseg bundle {bundle.root.name} ({bundle.manifest.get('model')}, "
+        f"{bundle.precision}).",
+        f"# Clients send preprocessed NCHW float32: (x * {_fmt(pre.scale)} - mean) / std per channel in "
+        f"{pre.channel_order} order,",
+        f"# mean {list(pre.mean)}, std {list(pre.std)}, resized to {list(pre.size) if pre.size else 'any size'}.",
         "# Outputs are per-class scores (N, C, H, W): argmax over axis 1 gives the class map (names in labels.txt).",
         f'name: "{model_name}"',
         f'platform: "{platform}"',
@@ -519,12 +530,14 @@ def write_triton(bundle_dir: str | Path, repository: str | Path, *, model_name: 
         verify_bundle(bundle)
     name = model_name or triton_model_name(bundle)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
-        raise EdgesegError(f"Triton model name {name!r} must use letters, digits, '_', '.', '-'; pass another --model-name")
+        raise EdgesegError(f"Triton model name {name!r} must use letters, digits, '_', '.', '-'; "
+                           "pass another --model-name")
     repository = Path(repository)
     try:
         repository.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise EdgesegError(f"cannot create the model repository {repository} ({e.strerror}); choose another --triton") from None
+        raise EdgesegError(f"cannot create the model repository {repository} ({e.strerror}); "
+                           "choose another --triton") from None
     target = repository / name
     _check_target(target, "config.pbtxt")
     text, model_file, file_name = triton_config(bundle, name)

@@ -191,8 +191,8 @@ def resolve_batch(requested: int | None, spec: Any) -> int:
 
 class BatchPredictor:
     """Frames (RGB uint8, any size) -> class maps at each frame's size, in one runner call per batch:
-    the manifest's preprocessing, logits resized bilinearly to the frame, argmax (as Segmenter does,
-    up to float rounding: see ``labels_at``)."""
+    the manifest's preprocessing, then edgeseg.postprocess.labels_from_logits (the path Segmenter,
+    eval and bench share: bilinear resize to the frame, argmax)."""
 
     def __init__(self, segmenter: Any) -> None:
         self.runner = segmenter.runner
@@ -215,37 +215,16 @@ class BatchPredictor:
         return labels, model_ms
 
     def _run(self, inputs: list[np.ndarray], frames: list[np.ndarray]) -> list[np.ndarray]:
+        from edgeseg.postprocess import labels_from_logits
+
         x = np.stack(inputs)
         if len(x) < self.min_batch:  # a fixed batch larger than what is left: pad, drop the extra outputs
             x = np.concatenate([x, np.zeros((self.min_batch - len(x), *x.shape[1:]), x.dtype)])
-        out = np.asarray(self.runner.infer(x), dtype=np.float32)
-        return [labels_at(out[i], frame.shape[:2]) for i, frame in enumerate(frames)]
-
-
-_CV_MAX_CHANNELS = 512  # OpenCV's CV_CN_MAX
-
-
-def labels_at(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(C, h, w) scores -> (H, W) class map: bilinear resize (half-pixel centres, as torch's
-    align_corners=False) then argmax; uint8 for up to 256 classes. OpenCV does the resize when it
-    is installed (several times faster than torch here), torch otherwise."""
-    dtype = np.uint8 if logits.shape[0] <= 256 else np.int32
-    h, w = int(size[0]), int(size[1])
-    if logits.shape[1:] == (h, w):
-        return np.ascontiguousarray(logits.transpose(1, 2, 0)).argmax(-1).astype(dtype)
-    try:
-        import cv2
-    except ImportError:
-        cv2 = None
-    if cv2 is not None and logits.shape[0] <= _CV_MAX_CHANNELS:
-        up = cv2.resize(np.ascontiguousarray(logits.transpose(1, 2, 0)), (w, h), interpolation=cv2.INTER_LINEAR)
-        return (up if up.ndim == 3 else up[:, :, None]).argmax(-1).astype(dtype)
-    import torch
-    import torch.nn.functional as F
-
-    up = F.interpolate(torch.from_numpy(np.ascontiguousarray(logits))[None], size=(h, w), mode="bilinear",
-                       align_corners=False)[0]
-    return up.permute(1, 2, 0).contiguous().argmax(-1).numpy().astype(dtype)
+        out = np.asarray(self.runner.infer(x))[: len(frames)]
+        sizes = {f.shape[:2] for f in frames}
+        if len(sizes) == 1:  # the usual stream: one resize + argmax for the whole batch
+            return list(labels_from_logits(out, sizes.pop()))
+        return [labels_from_logits(out[i: i + 1], f.shape[:2])[0] for i, f in enumerate(frames)]
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -418,7 +397,9 @@ def run_pipeline(frames: Iterable, predict: Predictor, sink: Sink, *, batch: int
     most about ``2 * queue_size + batch`` frames are in memory. An item that fails (the iterator
     raises, or it is not an HxWx3 uint8 array) is skipped and counted in ``decode_errors``.
     ``stop.set()`` or Ctrl-C ends reading; frames already read are finished, the sink is called
-    for each, and ``stopped`` is True. A failure in ``predict`` or ``sink`` is raised here.
+    for each, and ``stopped`` is True (a second Ctrl-C drops them and raises KeyboardInterrupt once
+    the stages have left, so the caller can still close its files). A failure in ``predict`` or
+    ``sink`` is raised here.
     ``progress(frames_done, fps)`` is called from the encode thread.
     """
     if queue_size < 1 or batch < 1:
@@ -439,9 +420,15 @@ def run_pipeline(frames: Iterable, predict: Predictor, sink: Sink, *, batch: int
             while t.is_alive():
                 t.join(_POLL_S)
     except KeyboardInterrupt:
-        flags.stop.set()
-        for t in threads:
-            t.join()
+        flags.stop.set()  # first Ctrl-C: read no more, finish what is in flight
+        try:
+            for t in threads:
+                t.join()
+        except KeyboardInterrupt:  # second Ctrl-C: drop what is in flight, but let the stages leave first
+            flags.abort.set()
+            for t in threads:
+                t.join()
+            raise
     stats.stopped = flags.stop.is_set()
     stats.queue_peaks = {"decoded": decoded.peak, "predicted": predicted.peak}
     if flags.error is not None:
