@@ -30,3 +30,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_gpu)
         if "tensorrt" in item.keywords and not (has_trt and has_gpu):
             item.add_marker(no_trt)
+
+
+TINY_SPEC = "synthetic:64x96"
+
+
+@pytest.fixture(scope="session")
+def tiny_dynamic_bundle(tmp_path_factory) -> Path:
+    """A tiny fp32 bundle with a dynamic batch dim (1..8), shared by the infer and deploy tests."""
+    from edgeseg.build import BuildOptions, build_bundle
+    from edgeseg.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("tiny-dynamic")
+    ckpt = train(TrainConfig(model="deeplabv3plus_mobilenet_v2", data=TINY_SPEC, width=0.35, batch_size=8, epochs=1,
+                             max_train_samples=16, max_val_samples=2, workers=0, out=root / "ckpt"),
+                 log=lambda s: None).best_path
+    out = root / "fp32-dyn"
+    build_bundle(BuildOptions(precision="fp32", out=out, checkpoint=ckpt, data=TINY_SPEC, val_limit=2, dynamic="batch"),
+                 log=lambda s: None)
+    return out

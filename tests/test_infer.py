@@ -12,11 +12,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 import edgeseg
-from edgeseg.build import BuildOptions, build_bundle
 from edgeseg.cli import main
 from edgeseg.infer import (MAX_CONSECUTIVE_ERRORS, BatchPredictor, Frame, infer, resolve_batch, run_pipeline)
 from edgeseg.overlay import blend, legend
-from edgeseg.train import TrainConfig, train
 
 import edgeseg.cli_deploy  # noqa: F401  (registers infer/deploy on the CLI group)
 
@@ -25,26 +23,10 @@ cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is not installed
 SPEC = "synthetic:64x96"
 
 
-def _shared(tmp_path_factory, name: str) -> Path:
-    """A folder shared by the test modules of one session (tests/test_deploy.py reuses the same bundles)."""
-    return tmp_path_factory.getbasetemp() / "edgeseg-shared" / name
-
-
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    """A tiny fp32 bundle with a dynamic batch dim (so batching is exercised), built as tests/test_build.py does."""
-    out = _shared(tmp_path_factory, "fp32-dyn")
-    if not (out / "manifest.json").is_file():
-        ckpt_dir = _shared(tmp_path_factory, "ckpt")
-        ckpt = ckpt_dir / "best.pt"
-        if not ckpt.is_file():
-            ckpt = train(TrainConfig(model="deeplabv3plus_mobilenet_v2", data=SPEC, width=0.35, batch_size=8, epochs=1,
-                                     max_train_samples=16, max_val_samples=2, workers=0, out=ckpt_dir),
-                         log=lambda s: None).best_path
-        out.parent.mkdir(parents=True, exist_ok=True)
-        build_bundle(BuildOptions(precision="fp32", out=out, checkpoint=ckpt, data=SPEC, val_limit=2, dynamic="batch"),
-                     log=lambda s: None)
-    return out
+def bundle(tiny_dynamic_bundle: Path) -> Path:
+    """The session's tiny fp32 bundle with a dynamic batch dim (tests/conftest.py)."""
+    return tiny_dynamic_bundle
 
 
 @pytest.fixture(scope="module")
