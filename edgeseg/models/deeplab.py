@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.models.layers import ASPP, conv3x3_block, conv_bn_relu
+from edgeseg.models.layers import ASPP, SimpleSegmentationModel, conv3x3_block, conv_bn_relu
 
 
 class DeepLabHead(nn.Sequential):
@@ -24,17 +24,8 @@ class DeepLabHead(nn.Sequential):
         )
 
 
-class DeepLabV3(nn.Module):
+class DeepLabV3(SimpleSegmentationModel):
     """Backbone features "c5" -> DeepLabHead -> bilinear upsampling to the input size."""
-
-    def __init__(self, backbone: nn.Module, classifier: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.classifier = classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.classifier(self.backbone(x)["c5"])
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class DeepLabV3PlusDecoder(nn.Module):

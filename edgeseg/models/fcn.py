@@ -8,10 +8,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.models.layers import bilinear_conv_transpose
+from edgeseg.models.layers import SimpleSegmentationModel, bilinear_conv_transpose
 
 
 class FCNHead(nn.Sequential):
@@ -28,15 +27,8 @@ class FCNHead(nn.Sequential):
         )
 
 
-class FCN(nn.Module):
-    def __init__(self, backbone: nn.Module, classifier: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.classifier = classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.classifier(self.backbone(x)["c5"])
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+class FCN(SimpleSegmentationModel):
+    """Backbone features "c5" -> FCNHead -> bilinear upsampling to the input size."""
 
 
 def _crop_to(x: torch.Tensor, size: torch.Size) -> torch.Tensor:

@@ -112,3 +112,17 @@ def bilinear_conv_transpose(channels: int, factor: int) -> nn.ConvTranspose2d:
     with torch.no_grad():
         up.weight.copy_(bilinear_upsampling_weight(channels, 2 * factor))
     return up
+
+
+class SimpleSegmentationModel(nn.Module):
+    """Backbone -> head on the last feature map ("c5") -> bilinear upsampling to the input size
+    (torchvision's _SimpleSegmentationModel, without the aux head and dict output)."""
+
+    def __init__(self, backbone: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(self.backbone(x)["c5"])
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
