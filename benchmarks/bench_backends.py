@@ -9,7 +9,6 @@ settings on the plain (unfused) export. Writes benchmarks/results/backends_cpu.{
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -48,8 +47,7 @@ def main() -> None:
     ckpt = load_checkpoint(ref.file("checkpoint"))
     plain = Path(tempfile.mkdtemp()) / "plain.onnx"
     export_onnx(ckpt.build(), plain, input_size=tuple(ref.preprocessing.size), fuse=False,
-                metadata={"model": ckpt.config.name, "classes": ckpt.classes, "palette": ckpt.palette,
-                          "preprocessing": ref.preprocessing})
+                metadata=ckpt.export_metadata())
     session = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])  # ORT defaults, as users run it
     x = np.random.default_rng(0).standard_normal((1, 3, *ref.preprocessing.size), dtype=np.float32)
     peer = latency_stats(time_calls(lambda: session.run(None, {"input": x}), args.runs, args.seconds))

@@ -77,9 +77,7 @@ def load_model(checkpoint: Path, num_classes: int) -> tuple[nn.Module, dict, str
         from edgeseg.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(checkpoint)
-        meta = {"model": ckpt.config.name, "classes": ckpt.classes, "palette": ckpt.palette,
-                "preprocessing": ckpt.preprocessing}
-        return ckpt.build(), meta, f"checkpoint {checkpoint}"
+        return ckpt.build(), ckpt.export_metadata(), f"checkpoint {checkpoint}"
     print(f"NOTE: {checkpoint} not found; using an UNTRAINED {FALLBACK_MODEL} ({num_classes} classes). Latency "
           "does not depend on the weights, but parity figures are not those of the trained reference.", file=sys.stderr)
     model = build_model(ModelConfig(FALLBACK_MODEL, num_classes)).eval()

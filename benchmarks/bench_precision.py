@@ -47,8 +47,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgeseg-precision-"))
     fp32 = work / "model.onnx"
     export_onnx(ckpt.build(), fp32, input_size=(360, 480),
-                metadata={"model": ckpt.config.name, "classes": ckpt.classes, "palette": ckpt.palette,
-                          "preprocessing": ckpt.preprocessing})
+                metadata=ckpt.export_metadata())
     pre = read_preprocessing(fp32)
     manifest = manifest_from_dataset(args.data, "train", args.calib_count, pre)
     manifest_path = manifest.save(REPO / "calibration")

@@ -20,7 +20,7 @@ from pathlib import Path
 import common
 from common import CAMVID, REPO, machine
 
-DEFAULT_BUNDLES = [common.REPO / "build" / "reference" / p for p in ("fp32", "int8")]  # from bench_build.py
+DEFAULT_BUNDLES = [REPO / "build" / "reference" / p for p in ("fp32", "int8")]  # from bench_build.py
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 

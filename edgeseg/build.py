@@ -78,8 +78,7 @@ def _export_checkpoint(opts: BuildOptions, stage: Path, log: Callable[[str], Non
     pre = ckpt.preprocessing
     parity = parity_images_from_dataset(opts.data, opts.val_split, 4, pre, size) if opts.data else None
     report = export_onnx(ckpt.build(), stage / VARIANT_FILES["fp32"], input_size=size, dynamic=opts.dynamic,
-                         metadata={"model": ckpt.config.name, "classes": ckpt.classes, "palette": ckpt.palette,
-                                   "preprocessing": pre}, parity_images=parity)
+                         metadata=ckpt.export_metadata(), parity_images=parity)
     if not report.ok:
         raise EdgesegError(f"the exported ONNX does not match the PyTorch model ({report.parity}); report this bug")
     shutil.copyfile(opts.checkpoint, stage / "checkpoint.pt")
@@ -140,17 +139,12 @@ def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> Buil
 
 def _build_int8(opts: BuildOptions, fp32: Path, pre, stage: Path, roles: dict[str, str],
                 log: Callable[[str], None]) -> dict[str, Any]:
-    from edgeseg.quantize.calib_set import iter_calibration_inputs, manifest_from_dataset
-    from edgeseg.quantize.doctor import diagnose
-    from edgeseg.quantize.calib_set import iter_manifest_images
+    from edgeseg.quantize.calib_set import draw_calibration_set, iter_calibration_inputs
     from edgeseg.quantize.pipeline import SENSITIVITY_IMAGES, build_int8, calibration_stats, miou_evaluator
-    from edgeseg.data import open_dataset
 
-    calib = manifest_from_dataset(opts.data, opts.calib_split, opts.calib_count, pre)
+    calib, warnings = draw_calibration_set(opts.data, opts.calib_split, opts.calib_count, pre)
     calib.save(stage / "calibration.json")
-    ds = open_dataset(opts.data, opts.calib_split)
-    sample = (im for _, im in zip(range(16), iter_manifest_images(calib)))
-    for warning in diagnose(sample, pre, calib.count, ds.num_classes, calib.classes_covered, ds.classes):
+    for warning in warnings:
         log(f"warning: {warning}")
     stats, hit = calibration_stats(fp32, calib, pre)
     log(f"calibration: {calib.count} images, statistics {'from cache' if hit else 'collected'} ({len(stats)} tensors)")
@@ -182,19 +176,21 @@ def _measure_miou(opts: BuildOptions, stage: Path, roles: dict[str, str], pre, l
     from edgeseg.data import open_dataset
     from edgeseg.evaluate import evaluate
 
-    from edgeseg.ort_session import median_latency_ms
+    import numpy as np
+
+    from edgeseg.timing import time_calls
 
     dataset = open_dataset(opts.data, opts.val_split)
     result: dict[str, Any] = {"data": opts.data, "split": opts.val_split,
                               "images": min(len(dataset), opts.val_limit or len(dataset)), "miou": {},
                               "latency_ms_median": {}, "latency_runs": LATENCY_RUNS}
     for precision in dict.fromkeys(["fp32", opts.precision]):
-        with OrtRunner(stage / roles[precision]) as runner:
+        with OrtRunner(stage / roles[precision]) as runner:  # one session for accuracy and latency
             cm = evaluate(runner, dataset, pre, batch_size=1, limit=opts.val_limit)
-            shape = runner.input_spec.min_shape
+            x = np.random.default_rng(0).standard_normal(runner.input_spec.min_shape, dtype=np.float32)
+            latency = float(np.median(time_calls(lambda: runner.infer(x), LATENCY_RUNS, 0.0, warmup=3)))
         result["miou"][precision] = round(cm.miou(), 3)
-        result["latency_ms_median"][precision] = round(median_latency_ms(stage / roles[precision], shape,
-                                                                          runs=LATENCY_RUNS), 2)
+        result["latency_ms_median"][precision] = round(latency, 2)
         log(f"mIoU {precision} (ONNX Runtime CPU, {opts.val_split}): {cm.miou():.2f}")
     return result
 

@@ -34,6 +34,11 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
     train_state: dict[str, Any] | None = None
 
+    def export_metadata(self) -> dict[str, Any]:
+        """What an ONNX export of this checkpoint records (see edgeseg.export)."""
+        return {"model": self.config.name, "config": self.config.to_dict(), "classes": self.classes,
+                "palette": self.palette, "preprocessing": self.preprocessing, "weights": "checkpoint"}
+
     def build(self) -> nn.Module:
         """The model in eval mode with these weights."""
         model = build_model(self.config)

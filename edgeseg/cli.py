@@ -186,9 +186,7 @@ def _export_source(checkpoint: Path | None, model_name: str | None, weights: Pat
         from edgeseg.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(checkpoint)
-        meta = {"model": ckpt.config.name, "config": ckpt.config.to_dict(), "classes": ckpt.classes,
-                "palette": ckpt.palette, "preprocessing": ckpt.preprocessing, "weights": "checkpoint"}
-        return ckpt.build(), meta, ckpt.preprocessing.size
+        return ckpt.build(), ckpt.export_metadata(), ckpt.preprocessing.size
     if model_name is None:
         raise EdgesegError("expected --checkpoint CKPT, or --model NAME (with --weights FILE or --num-classes N); "
                            "got neither; pass one")

@@ -50,25 +50,16 @@ def _preprocessing(onnx_path: Path, mean: str | None, std: str | None, scale: fl
 def calibrate_cmd(onnx_path: Path, data: str, split: str, count: int, seed: int, out: Path, mean: str | None,
                   std: str | None, scale: float | None, compare: bool, val_split: str, layout: str) -> None:
     """Draw a class-stratified calibration set, write its manifest and check it (calibration doctor)."""
-    from edgeseg.quantize.calib_set import iter_manifest_images, manifest_from_dataset, manifest_from_folder
-    from edgeseg.quantize.doctor import diagnose
+    from edgeseg.quantize.calib_set import draw_calibration_set
     from edgeseg.quantize.pipeline import calibration_stats, compare_calibrators, miou_evaluator
 
     pre = _preprocessing(onnx_path, mean, std, scale)
-    if data.startswith("images:"):
-        manifest, num_classes, names = manifest_from_folder(data.split(":", 1)[1], count, pre, seed), None, None
-    else:
-        from edgeseg.data import open_dataset
-
-        manifest = manifest_from_dataset(data, split, count, pre, seed)
-        ds = open_dataset(data, split)
-        num_classes, names = ds.num_classes, ds.classes
+    manifest, warnings = draw_calibration_set(data, split, count, pre, seed)
     if out.suffix != ".json":
         out.mkdir(parents=True, exist_ok=True)
     path = manifest.save(out)
     click.echo(f"calibration set: {manifest.count} images from {data} {split} -> {path} (sha256 {manifest.sha256[:12]})")
-    sample = (im for _, im in zip(range(16), iter_manifest_images(manifest)))
-    for warning in diagnose(sample, pre, manifest.count, num_classes, manifest.classes_covered, names):
+    for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     if compare:
         if data.startswith("images:"):

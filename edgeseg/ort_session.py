@@ -1,7 +1,6 @@
 """Small ONNX Runtime helpers shared by quantization, evaluation and benchmarks (CPU provider)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +34,8 @@ def make_session(path: str | Path, threads: int = 0, providers: list[str] | None
 def median_latency_ms(path: str | Path, shape: tuple[int, ...], runs: int = 20, warmup: int = 3,
                       threads: int = 0) -> float:
     """Median wall time of one session.run on random input of ``shape``."""
+    from edgeseg.timing import time_calls
+
     session = make_session(path, threads)
     feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
+    return float(np.median(time_calls(lambda: session.run(None, feed), runs, 0.0, warmup)))

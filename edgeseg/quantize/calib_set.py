@@ -8,6 +8,7 @@ changed file unless ``allow_changed``. Images stream one at a time (bounded memo
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.data.datasets import SegmentationDataset, _read_rgb, open_dataset
+from PIL import Image
+
+from edgeseg.data.datasets import SegmentationDataset, open_dataset
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.errors import EdgesegError
 from edgeseg.io_utils import atomic_write_text
@@ -66,18 +69,24 @@ class CalibrationManifest:
         return path
 
 
+def _class_presence(dataset: SegmentationDataset) -> np.ndarray:
+    """(samples, classes) bool: which classes each mask contains (one pass over the masks)."""
+    presence = np.zeros((len(dataset), dataset.num_classes), bool)
+    for i in range(len(dataset)):
+        labels = np.unique(dataset.load_mask(i))
+        presence[i, labels[labels < dataset.num_classes]] = True
+    return presence
+
+
 def stratified_indices(dataset: SegmentationDataset, count: int, seed: int = 0) -> tuple[list[int], list[int]]:
     """Pick ``count`` samples covering the classes: repeatedly take the sample containing the class
     with the fewest picks so far (rare classes first), random among ties. Returns (indices, covered classes)."""
     n = len(dataset)
     rng = np.random.default_rng(seed)
+    presence = _class_presence(dataset)
     if count >= n:
         chosen = list(range(n))
     else:
-        presence = np.zeros((n, dataset.num_classes), bool)
-        for i in range(n):
-            labels = np.unique(dataset.load_mask(i))
-            presence[i, labels[labels < dataset.num_classes]] = True
         picks = np.zeros(dataset.num_classes, np.int64)
         available = np.ones(n, bool)
         chosen = []
@@ -92,11 +101,7 @@ def stratified_indices(dataset: SegmentationDataset, count: int, seed: int = 0) 
             available[i] = False
             picks += presence[i]
         chosen.sort()
-    covered = set()
-    for i in chosen:
-        labels = np.unique(dataset.load_mask(i))
-        covered |= set(int(v) for v in labels[labels < dataset.num_classes])
-    return chosen, sorted(covered)
+    return chosen, np.flatnonzero(presence[chosen].any(0)).tolist()
 
 
 def manifest_from_dataset(spec: str, split: str, count: int, preprocessing: Preprocessing,
@@ -141,6 +146,32 @@ def manifest_from_folder(folder: str | Path, count: int, preprocessing: Preproce
                                           "available": len(files)})
 
 
+def _decode_rgb(data: bytes, name: Path) -> np.ndarray:
+    """The bytes already read for the hash check, decoded as uint8 RGB (no second read)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.array(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as e:
+        raise EdgesegError(f"cannot read calibration image {name} ({type(e).__name__}: {e}); expected a PNG/JPEG/BMP; "
+                           "replace the file or re-create the manifest") from None
+
+
+def draw_calibration_set(spec: str, split: str, count: int, preprocessing: Preprocessing,
+                         seed: int = 0) -> tuple[CalibrationManifest, list[str]]:
+    """A calibration set from a dataset spec (class-stratified) or ``images:FOLDER`` (random), with the
+    calibration doctor's warnings from its first images."""
+    from edgeseg.quantize.doctor import DOCTOR_IMAGES, diagnose
+
+    if spec.startswith("images:"):
+        manifest, num_classes, names = manifest_from_folder(spec.split(":", 1)[1], count, preprocessing, seed), None, None
+    else:
+        manifest = manifest_from_dataset(spec, split, count, preprocessing, seed)
+        dataset = open_dataset(spec, split)
+        num_classes, names = dataset.num_classes, dataset.classes
+    sample = (im for _, im in zip(range(DOCTOR_IMAGES), iter_manifest_images(manifest)))
+    return manifest, diagnose(sample, preprocessing, manifest.count, num_classes, manifest.classes_covered, names)
+
+
 def load_manifest(path: str | Path) -> CalibrationManifest:
     path = Path(path)
     try:
@@ -183,7 +214,7 @@ def iter_manifest_images(manifest: CalibrationManifest, root: str | Path | None 
         if _sha256_bytes(data) != entry["sha256"] and not allow_changed:
             raise EdgesegError(f"calibration image {entry.get('path', entry.get('index'))} changed since the manifest "
                                "was written (sha256 differs); re-create the manifest or pass --allow-changed")
-        yield image if image is not None else _read_rgb(root / entry["path"])
+        yield image if image is not None else _decode_rgb(data, file)
 
 
 def iter_calibration_inputs(manifest: CalibrationManifest, preprocessing: Preprocessing,

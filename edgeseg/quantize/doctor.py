@@ -8,6 +8,7 @@ import numpy as np
 from edgeseg.data.preprocess import Preprocessing
 
 MIN_IMAGES = 32
+DOCTOR_IMAGES = 16  # how many calibration images the doctor looks at
 
 
 def diagnose(images: Iterable[np.ndarray], preprocessing: Preprocessing, count: int, num_classes: int | None,
