@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from common import CAMVID, REPO, RESULTS, machine, write_results
 
 
@@ -28,11 +27,11 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    from edgeseg.artifacts import read_bundle
-    from edgeseg.bench import latency_stats, run_bench, time_calls
-    from edgeseg.checkpoint import load_checkpoint
-    from edgeseg.cli_bench import write_plot
-    from edgeseg.export import export_onnx
+    from edgeseg.bench.measure import latency_stats, run_bench, time_calls
+    from edgeseg.bench.report import write_plot
+    from edgeseg.bundle.manifest import read_bundle
+    from edgeseg.export.onnx_export import export_onnx
+    from edgeseg.models.checkpoint import load_checkpoint
 
     bundles = [args.bundles / p for p in ("fp32", "fp16", "int8") if (args.bundles / p).is_dir()]
     records, seen = [], set()
@@ -57,8 +56,8 @@ def main() -> None:
     torch_rec = next(r for r in records if r["backend"] == "torch" and not r["skipped"])
     # cross-check of the headline ratio: PyTorch eager vs the best path, interleaved in one loop
     import torch
-
     from common import interleaved_medians
+
     from edgeseg.backends.onnxruntime import OrtRunner
     from edgeseg.backends.torch_runner import TorchRunner
 

@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--calib-count", type=int, default=100)
     args = ap.parse_args()
 
-    from edgeseg.build import BuildOptions, build_bundle
+    from edgeseg.bundle.build import BuildOptions, build_bundle
 
     args.out.mkdir(parents=True, exist_ok=True)
     rows, data = [], {"machine": machine(), "checkpoint": str(args.checkpoint), "bundles": {}}

@@ -8,7 +8,7 @@ Variants (each exported with edgeseg.export.export_onnx, opset 17, static 1x3x36
   unfused        the module as is (BatchNormalization nodes kept)
   bn_fold        BatchNorm folded, separable pairs kept (= fusion strategy "keep")
   collapse_all   BatchNorm folded, every separable pair collapsed into one dense conv
-  auto           the default cost model's per-block choice (edgeseg.fuse.CostModel)
+  auto           the default cost model's per-block choice (edgeseg.export.fuse.CostModel)
   auto_measured  the per-block choice from the block timings below (dense vs depthwise+pointwise)
 Variants with byte-identical graphs are timed once and reported as aliases.
 
@@ -74,7 +74,7 @@ def load_model(checkpoint: Path, num_classes: int) -> tuple[nn.Module, dict, str
     from edgeseg.models import ModelConfig, build_model
 
     if checkpoint.is_file():
-        from edgeseg.checkpoint import load_checkpoint
+        from edgeseg.models.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(checkpoint)
         return ckpt.build(), ckpt.export_metadata(), f"checkpoint {checkpoint}"
@@ -127,7 +127,7 @@ def _onnx_bytes(module: nn.Module, shape: tuple[int, ...]) -> bytes:
 
 def time_blocks(model: nn.Module, size: tuple[int, int], threads: int, runs: int, warmup: int) -> list[dict]:
     """Per separable block at its real input size: depthwise alone, depthwise+pointwise, and the dense conv."""
-    from edgeseg.fuse import fuse_model
+    from edgeseg.export.fuse import fuse_model
 
     probe = _BlockProbe()
     _, report = fuse_model(model, strategy="auto", cost=probe, input_size=size)  # the probe keeps every block
@@ -207,8 +207,8 @@ def main() -> int:
     ap.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args()
 
-    from edgeseg.export import export_onnx, parity_images_from_dataset
-    from edgeseg.fuse import CostModel
+    from edgeseg.export.fuse import CostModel
+    from edgeseg.export.onnx_export import export_onnx, parity_images_from_dataset
 
     torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.input_size.lower().split("x"))
@@ -287,7 +287,7 @@ def main() -> int:
 
 
 def _block_from(b: dict):
-    from edgeseg.fuse import SeparableBlock
+    from edgeseg.export.fuse import SeparableBlock
 
     k, s, d = b["kernel"], b["stride"], b["dilation"]
     return SeparableBlock(name=b["name"], in_channels=b["in_channels"], out_channels=b["out_channels"],

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import CAMVID, REFERENCE_CKPT, REPO, interleaved_medians, machine, write_results
 
 
@@ -31,11 +30,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30)
     args = ap.parse_args()
 
-    from edgeseg.bench import peak_rss_mb, reset_peak_rss
-    from edgeseg.checkpoint import load_checkpoint
-    from edgeseg.export import export_onnx
-    from edgeseg.onnx_meta import read_preprocessing
-    from edgeseg.ort_session import make_session
+    from edgeseg.backends.ort_session import make_session
+    from edgeseg.bench.measure import peak_rss_mb, reset_peak_rss
+    from edgeseg.export.metadata import read_preprocessing
+    from edgeseg.export.onnx_export import export_onnx
+    from edgeseg.models.checkpoint import load_checkpoint
     from edgeseg.quantize.calib_set import iter_calibration_inputs, manifest_from_dataset
     from edgeseg.quantize.calibrators import CALIBRATORS
     from edgeseg.quantize.fp16 import convert_fp16

@@ -64,8 +64,8 @@ def main() -> None:
         print("no bundle to measure")
         return
 
-    from edgeseg.artifacts import read_bundle
-    from edgeseg.infer import infer
+    from edgeseg.bundle.manifest import read_bundle
+    from edgeseg.pipeline.infer import infer
 
     records = []
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-video-") as tmp:

@@ -3,13 +3,13 @@
 ``import edgeseg`` stays light: it imports no onnx, onnxruntime or tensorrt.
 """
 from edgeseg.errors import CheckpointError, DatasetError, EdgesegError, ModelError
+from edgeseg.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["EdgesegError", "DatasetError", "ModelError", "CheckpointError", "load", "__version__"]
 
 
 def load(path, backend: str = "auto", color: str = "RGB", threads: int = 0, verify: bool = True):
-    """Open a bundle built by `edgeseg build` as a frame -> class map function (see edgeseg.segmenter)."""
-    from edgeseg.segmenter import load as _load
+    """Open a bundle built by `edgeseg build` as a frame -> class map function (see edgeseg.bundle.segmenter)."""
+    from edgeseg.bundle.segmenter import load as _load
 
     return _load(path, backend=backend, color=color, threads=threads, verify=verify)

@@ -38,8 +38,8 @@ TINY_SPEC = "synthetic:64x96"
 @pytest.fixture(scope="session")
 def tiny_dynamic_bundle(tmp_path_factory) -> Path:
     """A tiny fp32 bundle with a dynamic batch dim (1..8), shared by the infer and deploy tests."""
-    from edgeseg.build import BuildOptions, build_bundle
-    from edgeseg.train import TrainConfig, train
+    from edgeseg.bundle.build import BuildOptions, build_bundle
+    from edgeseg.train.loop import TrainConfig, train
 
     root = tmp_path_factory.mktemp("tiny-dynamic")
     ckpt = train(TrainConfig(model="deeplabv3plus_mobilenet_v2", data=TINY_SPEC, width=0.35, batch_size=8, epochs=1,

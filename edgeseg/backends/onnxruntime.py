@@ -60,8 +60,8 @@ class OrtRunner(Runner):
         return [PROVIDERS[n] for n in names]
 
     def _activate(self) -> None:
-        from edgeseg.export import read_onnx_metadata
-        from edgeseg.ort_session import make_session
+        from edgeseg.backends.ort_session import make_session
+        from edgeseg.export.metadata import read_onnx_metadata
 
         self._session = make_session(self.path, self.threads, self._provider_list(), self.spinning)
         self._spec = _spec_from_session(self._session, read_onnx_metadata(self.path).get("shape_bounds"))

@@ -12,6 +12,7 @@ only makes the calls, in the order of ../shared/docs/tensorrt-notes.md sections 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import time
@@ -30,6 +31,15 @@ from edgeseg.io_utils import atomic_path, ensure_parent
 log = logging.getLogger(__name__)
 EXTRA = "pip install 'edgeseg[trt]'"
 _PACKAGES = {"tensorrt": "TensorRT (the tensorrt package)", "pycuda.driver": "pycuda"}
+
+
+def tensorrt_available() -> bool:
+    """TensorRT importable and a CUDA GPU visible."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def require(module: str) -> Any:

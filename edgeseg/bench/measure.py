@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeseg.artifacts import Bundle, read_bundle
 from edgeseg.backends.base import Runner
+from edgeseg.bundle.manifest import Bundle, read_bundle
 from edgeseg.errors import EdgesegError
 from edgeseg.metrics import ConfusionMatrix
 from edgeseg.postprocess import labels_from_logits
@@ -126,14 +126,14 @@ class Record:
 
 def runners_for(bundle: Bundle, backend: str, threads: int) -> list[tuple[str, Runner | str]]:
     """(precision, runner) pairs this bundle offers on ``backend`` here, or (precision, reason skipped)."""
-    from edgeseg.build import tensorrt_available
+    from edgeseg.backends.tensorrt import tensorrt_available
 
     if backend == "torch":
         ckpt = bundle.file("checkpoint")
         if ckpt is None:
             return [("fp32", "bundle has no checkpoint (built from ONNX)")]
         from edgeseg.backends.torch_runner import TorchRunner
-        from edgeseg.checkpoint import load_checkpoint
+        from edgeseg.models.checkpoint import load_checkpoint
 
         model = load_checkpoint(ckpt).build()
         if threads:
@@ -226,7 +226,7 @@ def run_bench(bundle_dirs: list[Path], data: str, split: str, backends: list[str
         bundle = read_bundle(bundle_dir)
         macs = None
         if bundle.file("checkpoint") is not None:
-            from edgeseg.checkpoint import load_checkpoint
+            from edgeseg.models.checkpoint import load_checkpoint
 
             ckpt = load_checkpoint(bundle.file("checkpoint"))
             macs = measure_complexity(build_model(ckpt.config), tuple(bundle.preprocessing.size)).macs

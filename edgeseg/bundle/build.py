@@ -9,7 +9,6 @@ Everything is written into a staging folder that replaces ``out`` only on succes
 """
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import time
 from collections.abc import Callable
@@ -17,22 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeseg.artifacts import read_bundle, staging_dir, write_manifest
+from edgeseg.backends.tensorrt import tensorrt_available
+from edgeseg.bundle.manifest import read_bundle, staging_dir, write_manifest
 from edgeseg.errors import EdgesegError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "ort", "trt")
 LATENCY_RUNS = 20  # build-time latency figure: a quick median, not a benchmark (see edgeseg bench)
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-
-
-def tensorrt_available() -> bool:
-    """TensorRT importable and a CUDA GPU visible."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
 
 
 @dataclass
@@ -65,9 +56,9 @@ class BuildResult:
 
 
 def _export_checkpoint(opts: BuildOptions, stage: Path, log: Callable[[str], None]) -> tuple[Path, Any]:
-    from edgeseg.checkpoint import load_checkpoint
     from edgeseg.data import open_dataset
-    from edgeseg.export import export_onnx, parity_images_from_dataset
+    from edgeseg.export.onnx_export import export_onnx, parity_images_from_dataset
+    from edgeseg.models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(opts.checkpoint)
     size = opts.input_size or ckpt.preprocessing.size
@@ -88,8 +79,7 @@ def _export_checkpoint(opts: BuildOptions, stage: Path, log: Callable[[str], Non
 
 def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> BuildResult:
     """Build the bundle described by ``opts`` into ``opts.out``."""
-    from edgeseg.export import read_onnx_metadata
-    from edgeseg.onnx_meta import read_preprocessing
+    from edgeseg.export.metadata import read_onnx_metadata, read_preprocessing
 
     if opts.precision not in PRECISIONS:
         raise EdgesegError(f"--precision must be one of {', '.join(PRECISIONS)}, got {opts.precision!r}")
@@ -172,13 +162,12 @@ def _build_int8(opts: BuildOptions, fp32: Path, pre, stage: Path, roles: dict[st
 def _measure_miou(opts: BuildOptions, stage: Path, roles: dict[str, str], pre, log) -> dict[str, Any]:
     if opts.data is None:
         return {}
-    from edgeseg.backends.onnxruntime import OrtRunner
-    from edgeseg.data import open_dataset
-    from edgeseg.evaluate import evaluate
-
     import numpy as np
 
+    from edgeseg.backends.onnxruntime import OrtRunner
+    from edgeseg.data import open_dataset
     from edgeseg.timing import time_calls
+    from edgeseg.train.evaluate import evaluate
 
     dataset = open_dataset(opts.data, opts.val_split)
     result: dict[str, Any] = {"data": opts.data, "split": opts.val_split,
@@ -224,7 +213,7 @@ def build_engine_into(root: Path, roles: dict[str, str], manifest: dict[str, Any
 def finish_engine(bundle_dir: Path, workspace_gb: float = 2.0, dla_core: int | None = None,
                   log=print) -> BuildResult:
     """`edgeseg build --from DIR --backend trt`: add the TensorRT engine to an existing bundle, on the device."""
-    from edgeseg.artifacts import verify_bundle
+    from edgeseg.bundle.manifest import verify_bundle
 
     if not tensorrt_available():
         raise EdgesegError("TensorRT and a CUDA GPU are needed to build the engine; run this on the device "

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeseg import __version__
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.errors import EdgesegError
-from edgeseg.io_utils import atomic_write_text
-from edgeseg.quantize.histograms import sha256_file
+from edgeseg.io_utils import atomic_write_text, sha256_file
+from edgeseg.version import __version__
 
 BUNDLE_FORMAT = "edgeseg.bundle"
 BUNDLE_VERSION = 1

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.artifacts import Bundle, read_bundle, verify_bundle
 from edgeseg.backends.base import Runner
+from edgeseg.bundle.manifest import Bundle, read_bundle, verify_bundle
 from edgeseg.errors import EdgesegError
 from edgeseg.postprocess import labels_from_logits, resize_logits
 
@@ -33,7 +33,7 @@ def _engine_problems(bundle: Bundle) -> list[str]:
 
 def choose_runner(bundle: Bundle, backend: str = "auto", threads: int = 0) -> Runner:
     """The runner for ``backend`` (see the module docstring for "auto")."""
-    from edgeseg.build import tensorrt_available
+    from edgeseg.backends.tensorrt import tensorrt_available
 
     if backend not in BACKENDS:
         raise EdgesegError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -53,7 +53,7 @@ def choose_runner(bundle: Bundle, backend: str = "auto", threads: int = 0) -> Ru
             return TensorRTRunner(engine, engine_info=bundle.manifest["engine"])
     if backend == "torch":
         from edgeseg.backends.torch_runner import TorchRunner
-        from edgeseg.checkpoint import load_checkpoint
+        from edgeseg.models.checkpoint import load_checkpoint
 
         ckpt = bundle.file("checkpoint")
         if ckpt is None:

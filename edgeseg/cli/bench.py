@@ -1,14 +1,11 @@
 """`edgeseg bench`: latency and mIoU across backends and precisions, with a parity report."""
 from __future__ import annotations
 
-import csv
-import json
-import platform
 from pathlib import Path
 
 import click
 
-from edgeseg.cli import main
+from edgeseg.cli.group import main
 from edgeseg.errors import EdgesegError
 
 TABLE_COLUMNS = [("backend", "backend"), ("precision", "precision"), ("batch", "batch"), ("mIoU", "miou"),
@@ -25,47 +22,6 @@ def _ints(value: str) -> list[int]:
         return out
     except ValueError:
         raise click.BadParameter(f"expected comma-separated positive integers like 1,4, got {value!r}") from None
-
-
-def machine_description() -> dict:
-    import onnxruntime
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    import os
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-def write_plot(records: list[dict], path: Path) -> None:
-    """Latency (p50) vs mIoU per backend/precision, Pareto front marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from edgeseg.bench import pareto_front
-
-    pts = [r for r in records if r.get("miou") is not None and r.get("latency_ms_p50") is not None]
-    if not pts:
-        return
-    front = set(pareto_front([(r["latency_ms_p50"], r["miou"]) for r in pts]))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, r in enumerate(pts):
-        ax.scatter(r["latency_ms_p50"], r["miou"], s=60, marker="*" if i in front else "o")
-        ax.annotate(f"{Path(r['bundle']).name}:{r['backend']}-{r['precision']} b{r['batch']}",
-                    (r["latency_ms_p50"], r["miou"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    line = sorted((pts[i]["latency_ms_p50"], pts[i]["miou"]) for i in front)
-    ax.plot([p[0] for p in line], [p[1] for p in line], "--", lw=1, label="Pareto front")
-    ax.set_xlabel("latency p50 per batch (ms, model only)")
-    ax.set_ylabel("mIoU")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 @main.command("bench")
@@ -90,7 +46,8 @@ def bench_cmd(bundles: tuple[Path, ...], data: str, split: str, backends: str, b
     from rich.console import Console
     from rich.table import Table
 
-    from edgeseg.bench import BACKENDS, run_bench
+    from edgeseg.bench.measure import BACKENDS, run_bench
+    from edgeseg.bench.report import machine_description, write_csv, write_json, write_plot
 
     wanted = [b.strip() for b in backends.split(",") if b.strip()]
     unknown = [b for b in wanted if b not in BACKENDS]
@@ -127,13 +84,9 @@ def bench_cmd(bundles: tuple[Path, ...], data: str, split: str, backends: str, b
     for line in skipped:
         console.print(f"skipped: {line}")
     if json_path:
-        json_path.write_text(json.dumps(records, indent=1))  # a list of records, one per bundle x backend x precision x batch
-    if csv_path and records:
-        with open(csv_path, "w", newline="") as f:
-            keys = [k for k in records[0] if not isinstance(records[0][k], dict)]
-            writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(records)
+        write_json(records, json_path)
+    if csv_path:
+        write_csv(records, csv_path)
     if plot_path:
         write_plot(records, plot_path)
     if interrupted:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeseg.cli import _size, main
+from edgeseg.cli.group import main, parse_size
 
 DEMO_DATA = "synthetic"
 DEMO_MODEL = dict(model="deeplabv3plus_mobilenet_v2", width=0.35, epochs=8, batch_size=16, optimizer="adamw", lr=5e-3,
@@ -15,7 +15,7 @@ DEMO_MODEL = dict(model="deeplabv3plus_mobilenet_v2", width=0.35, epochs=8, batc
 
 def _quick_checkpoint(out: Path, log) -> Path:
     """The demo's model: a light DeepLab v3+ trained on the built-in synthetic scenes for about a minute."""
-    from edgeseg.train import TrainConfig, train
+    from edgeseg.train.loop import TrainConfig, train
 
     cfg = TrainConfig(data=DEMO_DATA, out=out / "quick-model", workers=0, **DEMO_MODEL)
     log(f"no --checkpoint/--onnx: training the quick demo model ({cfg.model} x{cfg.width}, {cfg.epochs} epochs "
@@ -46,7 +46,7 @@ def build_cmd(precision: str, checkpoint: Path | None, onnx_path: Path | None, d
     """Build an artifact bundle; with only --precision, the self-contained synthetic demo."""
     from rich.console import Console
 
-    from edgeseg.build import BuildOptions, build_bundle, finish_engine
+    from edgeseg.bundle.build import BuildOptions, build_bundle, finish_engine
 
     console = Console()
     log = console.print
@@ -59,7 +59,7 @@ def build_cmd(precision: str, checkpoint: Path | None, onnx_path: Path | None, d
             checkpoint = _quick_checkpoint(out.parent, log)
             data = data or DEMO_DATA
         result = build_bundle(BuildOptions(precision=precision, out=out, checkpoint=checkpoint, onnx=onnx_path,
-                                           data=data, backend=backend, input_size=_size(input_size), dynamic=dynamic,
+                                           data=data, backend=backend, input_size=parse_size(input_size), dynamic=dynamic,
                                            calib_count=calib_count, calibrator=calibrator,
                                            max_miou_drop=max_miou_drop, val_limit=val_limit, dla_core=dla_core),
                               log=log)
@@ -99,7 +99,7 @@ def info_cmd(bundle_dir: Path, as_json: bool, verify: bool) -> None:
     """Print a bundle's manifest readably (and check its files)."""
     from rich.console import Console
 
-    from edgeseg.artifacts import read_bundle, verify_bundle
+    from edgeseg.bundle.manifest import read_bundle, verify_bundle
 
     bundle = read_bundle(bundle_dir)
     if verify:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeseg.cli import main
+from edgeseg.cli.group import main
 from edgeseg.errors import EdgesegError
 
 
@@ -32,7 +32,7 @@ def infer_cmd(bundle_dir: Path, source: str, out: Path, backend: str, max_frames
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgeseg.infer import infer
+    from edgeseg.pipeline.infer import infer
 
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]infer"), BarColumn(), TextColumn("{task.completed} frames"),
@@ -78,7 +78,8 @@ def infer_cmd(bundle_dir: Path, source: str, out: Path, backend: str, max_frames
 def deploy_cmd(bundle_dir: Path, deepstream: Path | None, triton: Path | None, model_name: str | None,
                batch_size: int | None, segmentation_threshold: float, verify: bool) -> None:
     """Write a DeepStream nvinfer config and/or a Triton model repository for a bundle."""
-    from edgeseg.deploy import write_deepstream, write_triton
+    from edgeseg.pipeline.deepstream import write_deepstream
+    from edgeseg.pipeline.triton import write_triton
 
     if deepstream is None and triton is None:
         raise EdgesegError("expected --deepstream DIR and/or --triton DIR, got neither; pass at least one")

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from edgeseg.cli import main
+from edgeseg.cli.group import main
 from edgeseg.errors import EdgesegError
 
 
 def _preprocessing(onnx_path: Path, mean: str | None, std: str | None, scale: float | None):
     """The model's preprocessing from its ONNX metadata; --mean/--std/--scale only where it has none."""
     from edgeseg.data import Preprocessing
-    from edgeseg.onnx_meta import read_preprocessing
+    from edgeseg.export.metadata import read_preprocessing
 
     found = read_preprocessing(onnx_path)
     if found is not None:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edgeseg.data.datasets import SegmentationDataset
+from edgeseg.data.base import SegmentationDataset
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.data.transforms import TrainAugment
 from edgeseg.errors import EdgesegError

@@ -1,16 +1,65 @@
-"""The preprocessing an exported ONNX records in its metadata (written by edgeseg.export)."""
+"""Reading edgeseg ONNX files without torch: parse with one-line errors, the ``edgeseg.*`` metadata
+(written by edgeseg.export.onnx_export), and the recorded preprocessing."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from edgeseg.data.preprocess import Preprocessing
+from edgeseg.errors import EdgesegError
 
-PREPROCESSING_KEY = "edgeseg.preprocessing"  # JSON of Preprocessing.to_dict()
+INPUT_NAME = "input"
+LOGITS_NAME = "logits"
+LABELS_NAME = "labels"
+META_PREFIX = "edgeseg."
+PREPROCESSING_KEY = META_PREFIX + "preprocessing"  # JSON of Preprocessing.to_dict()
+
+
+def load_onnx(path: str | Path, *, require_input: bool = True):
+    """Parse and validate an ONNX file; one-line EdgesegError for a missing, non-ONNX or truncated file,
+    or (``require_input``) a graph without the ``input`` tensor edgeseg files have."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgesegError(f"ONNX file {path} does not exist; check the path (edgeseg export writes it)")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, OSError) as e:
+        raise EdgesegError(f"cannot parse {path} as ONNX ({type(e).__name__}); the file is truncated, corrupt or not "
+                           "ONNX; re-export or re-copy it") from None
+    if not model.HasField("graph") or not model.graph.node or not model.opset_import:
+        raise EdgesegError(f"{path} holds no ONNX graph (truncated or not ONNX); re-export or re-copy it")
+    try:
+        onnx.checker.check_model(str(path))  # by path: resolves external-data sidecars next to the file
+    except onnx.checker.ValidationError as e:
+        raise EdgesegError(f"{path} is not a valid ONNX model ({str(e).splitlines()[0][:160]}); the file (or its "
+                           "external-data file) may be truncated or missing; re-export or re-copy it") from None
+    if require_input:
+        inputs = [i.name for i in model.graph.input]
+        if INPUT_NAME not in inputs:
+            raise EdgesegError(f"{path} has no input named {INPUT_NAME!r} (inputs: {inputs}); it was not written by "
+                               "edgeseg export; re-export it with edgeseg export")
+    return model
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``edgeseg.*`` metadata_props of an edgeseg ONNX file, prefix stripped, values JSON-decoded."""
+    model = load_onnx(path)
+    out: dict[str, Any] = {}
+    for prop in model.metadata_props:
+        if prop.key.startswith(META_PREFIX):
+            try:
+                out[prop.key[len(META_PREFIX):]] = json.loads(prop.value)
+            except json.JSONDecodeError:
+                raise EdgesegError(f"{path}: metadata {prop.key} is not JSON ({prop.value[:60]!r}); "
+                                   "re-export it") from None
+    return out
 
 
 def read_preprocessing(path: str | Path) -> Preprocessing | None:
     """The recorded preprocessing, or None when the file has none."""
-    from edgeseg.export import read_onnx_metadata
-
-    raw = read_onnx_metadata(path).get(PREPROCESSING_KEY.split(".", 1)[1])
+    raw = read_onnx_metadata(path).get(PREPROCESSING_KEY[len(META_PREFIX):])
     return Preprocessing.from_dict(raw) if raw is not None else None

@@ -33,13 +33,10 @@ import torch
 from torch import nn
 
 from edgeseg.errors import EdgesegError
-from edgeseg.fuse import BlockCost, FusionReport, Strategy, fuse_model
+from edgeseg.export.fuse import BlockCost, FusionReport, Strategy, fuse_model
+from edgeseg.export.metadata import INPUT_NAME, LABELS_NAME, LOGITS_NAME, META_PREFIX
 from edgeseg.io_utils import atomic_path, ensure_parent
 
-INPUT_NAME = "input"
-LOGITS_NAME = "logits"
-LABELS_NAME = "labels"
-META_PREFIX = "edgeseg."
 DYNAMIC_MODES = ("batch", "hw", "both")
 MIN_OPSET = 13  # per-channel Q/DQ (later INT8 export) needs >= 13
 PARITY_MAX_ABS = 1e-4  # logits; for large logits the bound grows with them (float32 rounding does too):
@@ -147,7 +144,7 @@ def export_onnx(model: nn.Module, out_path: str | Path, *, input_size: tuple[int
     ``metadata``: {"model": name, "classes": [...], "palette": [[r, g, b], ...], "preprocessing":
     Preprocessing or its dict, ...}; extra keys are stored too. ``fuse=False`` exports the module
     as is (BatchNormalization nodes kept, also by the simplifier) as a baseline; ``fuse_strategy`` and
-    ``fuse_cost`` go to ``edgeseg.fuse.fuse_model``.
+    ``fuse_cost`` go to ``edgeseg.export.fuse.fuse_model``.
     ``parity_images``: preprocessed (3, H, W) float32 arrays (real frames); without them parity
     runs on seeded random inputs. Dynamic-HW exports are also checked at a second resolution.
     Parity passes when argmax agreement >= 99.99 % and max |logit diff| <= max(1e-4, 1e-5 * max |logit|)
@@ -358,7 +355,7 @@ def parity_images_from_dataset(spec: str, split: str, count: int, preprocessing:
 
 def _metadata(meta: dict[str, Any], num_classes: int, input_size: tuple[int, int]) -> dict[str, Any]:
     from edgeseg.data import Preprocessing
-    from edgeseg.data.datasets import color_map
+    from edgeseg.data.base import color_map
 
     meta = dict(meta)
     classes = meta.get("classes") or [f"class_{i}" for i in range(num_classes)]
@@ -381,11 +378,11 @@ def _write_metadata(model, meta: dict[str, Any], *, dynamic: Dynamic, profile: d
                     fusion: FusionReport | None, parity: list[ParityResult]) -> None:
     import onnx
 
-    import edgeseg
+    from edgeseg.version import __version__
 
     fields = {
         **meta,
-        "version": edgeseg.__version__,
+        "version": __version__,
         "input_size": meta["preprocessing"]["size"],
         "output": {"name": output, "dtype": "int32" if output == LABELS_NAME else "float32",
                    "layout": "NHW" if output == LABELS_NAME else "NCHW"},
@@ -400,51 +397,7 @@ def _write_metadata(model, meta: dict[str, Any], *, dynamic: Dynamic, profile: d
     for key, value in fields.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=META_PREFIX + key, value=json.dumps(value)))
     model.producer_name = "edgeseg"
-    model.producer_version = edgeseg.__version__
+    model.producer_version = __version__
 
 
-def load_onnx(path: str | Path, *, require_input: bool = True):
-    """Parse and validate an ONNX file; one-line EdgesegError for a missing, non-ONNX or truncated file,
-    or (``require_input``) a graph without the ``input`` tensor edgeseg files have."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    path = Path(path)
-    if not path.is_file():
-        raise EdgesegError(f"ONNX file {path} does not exist; check the path (edgeseg export writes it)")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, RuntimeWarning, ValueError, OSError) as e:
-        raise EdgesegError(f"cannot parse {path} as ONNX ({type(e).__name__}); the file is truncated, corrupt or not "
-                           "ONNX; re-export or re-copy it") from None
-    if not model.HasField("graph") or not model.graph.node or not model.opset_import:
-        raise EdgesegError(f"{path} holds no ONNX graph (truncated or not ONNX); re-export or re-copy it")
-    try:
-        onnx.checker.check_model(str(path))  # by path: resolves external-data sidecars next to the file
-    except onnx.checker.ValidationError as e:
-        raise EdgesegError(f"{path} is not a valid ONNX model ({str(e).splitlines()[0][:160]}); the file (or its "
-                           "external-data file) may be truncated or missing; re-export or re-copy it") from None
-    if require_input:
-        inputs = [i.name for i in model.graph.input]
-        if INPUT_NAME not in inputs:
-            raise EdgesegError(f"{path} has no input named {INPUT_NAME!r} (inputs: {inputs}); it was not written by "
-                               "edgeseg export; re-export it with edgeseg export")
-    return model
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``edgeseg.*`` metadata_props of an edgeseg ONNX file, prefix stripped, values JSON-decoded."""
-    model = load_onnx(path)
-    out: dict[str, Any] = {}
-    for prop in model.metadata_props:
-        if prop.key.startswith(META_PREFIX):
-            try:
-                out[prop.key[len(META_PREFIX):]] = json.loads(prop.value)
-            except json.JSONDecodeError:
-                raise EdgesegError(f"{path}: metadata {prop.key} is not JSON ({prop.value[:60]!r}); "
-                                   "re-export it") from None
-    return out
-
-
-__all__ = ["ExportReport", "ParityResult", "default_bounds", "export_onnx", "load_onnx", "parity_images_from_dataset",
-           "read_onnx_metadata"]
+__all__ = ["ExportReport", "ParityResult", "default_bounds", "export_onnx", "parity_images_from_dataset"]

@@ -103,7 +103,7 @@ def check_onnx(path_or_model: Any, trt_version: str = "10", dla: bool = False) -
     if isinstance(path_or_model, onnx.ModelProto):
         model = path_or_model
     else:
-        from edgeseg.export import load_onnx
+        from edgeseg.export.metadata import load_onnx
 
         model = load_onnx(path_or_model, require_input=False)
         base_dir = str(Path(path_or_model).resolve().parent)

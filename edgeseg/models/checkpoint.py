@@ -1,7 +1,7 @@
 """edgeseg checkpoints: a plain dict of tensors and JSON-like values, saved with torch.save and
 loaded with ``torch.load(weights_only=True)`` (no arbitrary unpickling), written atomically.
 
-Layout: {"format": "edgeseg.checkpoint", "version": 1, "config": ModelConfig dict,
+Layout: {"format": "edgeseg.models.checkpoint", "version": 1, "config": ModelConfig dict,
 "state_dict": {...}, "classes": [...], "palette": [[r,g,b], ...], "preprocessing": {...},
 "meta": {...}, "train_state": {...} (optional: optimizer, scheduler, epoch, best mIoU)}.
 """
@@ -20,7 +20,7 @@ from edgeseg.io_utils import atomic_path
 from edgeseg.models.registry import ModelConfig, build_model
 from edgeseg.models.torchvision_import import load_state_dict_strict
 
-FORMAT = "edgeseg.checkpoint"
+FORMAT = "edgeseg.models.checkpoint"
 VERSION = 1
 
 
@@ -35,7 +35,7 @@ class Checkpoint:
     train_state: dict[str, Any] | None = None
 
     def export_metadata(self) -> dict[str, Any]:
-        """What an ONNX export of this checkpoint records (see edgeseg.export)."""
+        """What an ONNX export of this checkpoint records (see edgeseg.export.onnx_export)."""
         return {"model": self.config.name, "config": self.config.to_dict(), "classes": self.classes,
                 "palette": self.palette, "preprocessing": self.preprocessing, "weights": "checkpoint"}
 

@@ -17,24 +17,29 @@ the bundle's FP32 ONNX with a Softmax over classes appended (output ``probs``); 
 ``segmentation-threshold=0.0`` keeps the plain argmax for every pixel. nvinfer builds its TensorRT
 engine from it on the device (INT8 from the bundle's calibration.cache) and saves it under the
 ``model-engine-file`` name nvinfer itself chooses, so later starts load it.
-
-Triton gets the bundle's own model unchanged: ``onnxruntime_onnx`` with the precision's ONNX, or
-``tensorrt_plan`` with ``model.engine`` when the bundle has one; ``max_batch_size`` is the bundle's
-largest batch when the batch dim is dynamic, else 0 with full dims.
 """
 from __future__ import annotations
 
 import configparser
-import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from edgeseg.artifacts import Bundle, read_bundle, staging_dir, verify_bundle
+from edgeseg.bundle.manifest import Bundle, read_bundle, staging_dir, verify_bundle
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.errors import EdgesegError
 from edgeseg.io_utils import atomic_path
+from edgeseg.pipeline.deploy_io import (
+    DeployResult,
+    TensorInfo,
+    batch_bounds,
+    check_target,
+    fmt_number,
+    network_input_size,
+    onnx_io,
+    opt_shape,
+)
 
 STD_SPREAD_WARN = 0.02  # warn when a channel's std differs from the mean std by more than 2 %
 DS_CONFIG = "config_infer_edgeseg.txt"
@@ -198,94 +203,14 @@ def nvinfer_normalization(pre: Preprocessing) -> NvinferNormalization:
                                 COLOR_FORMATS[pre.channel_order], mean_std, error, warning)
 
 
-# ----------------------------------------------------------------------------- model I/O
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    elem_type: int  # onnx.TensorProto data type
-    dims: tuple[int, ...]  # -1 where dynamic
-
-
-def onnx_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    """Graph inputs (initializers excluded) and outputs of an ONNX file."""
-    from edgeseg.export import load_onnx
-
-    graph = load_onnx(path, require_input=False).graph
-    inits = {t.name for t in graph.initializer}
-
-    def info(v) -> TensorInfo:
-        t = v.type.tensor_type
-        return TensorInfo(v.name, t.elem_type, tuple(d.dim_value if d.dim_value > 0 else -1 for d in t.shape.dim))
-
-    return [info(v) for v in graph.input if v.name not in inits], [info(v) for v in graph.output]
-
-
-def _concrete_output_dims(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo],
-                          opt: list[int] | None) -> list[tuple[int, ...]]:
-    """Output dims with the static ones filled in by running the model once at its opt shape
-    (exports leave e.g. the class dim symbolic when the batch is dynamic)."""
-    if all(d > 0 for o in outputs for d in o.dims[1:]) or len(inputs) != 1:
-        return [o.dims for o in outputs]
-    import numpy as np
-
-    from edgeseg.ort_session import make_session
-
-    shape = opt or [d if d > 0 else 1 for d in inputs[0].dims]
-    session = make_session(path)
-    results = session.run(None, {inputs[0].name: np.zeros(shape, np.float32)})
-    spatial_dynamic = any(d < 0 for d in inputs[0].dims[2:])
-    dims = []
-    for o, r in zip(outputs, results):
-        dims.append(tuple(-1 if i == 0 and o.dims[0] < 0 else (-1 if spatial_dynamic and i >= 2 else int(s))
-                          for i, s in enumerate(r.shape)))
-    return dims
-
-
-def _opt_shape(bundle: Bundle) -> list[int] | None:
-    bounds = ((bundle.manifest.get("input") or {}).get("shape_bounds") or {})
-    first = next(iter(bounds.values()), None)
-    return list(first["opt"]) if first else None
-
-
-def _batch_bounds(bundle: Bundle, dims: tuple[int, ...]) -> tuple[int, int]:
-    """(min, max) batch: the ONNX dim when static, else the manifest's shape bounds."""
-    if dims and dims[0] > 0:
-        return dims[0], dims[0]
-    bounds = ((bundle.manifest.get("input") or {}).get("shape_bounds") or {})
-    first = next(iter(bounds.values()), None)
-    if first is None:
-        raise EdgesegError(f"{bundle.root}: the batch dim is dynamic but the manifest records no shape bounds; "
-                           "rebuild the bundle with this edgeseg")
-    return int(first["min"][0]), int(first["max"][0])
-
-
-def _input_size(bundle: Bundle, dims: tuple[int, ...]) -> tuple[int, int]:
-    """(H, W) the network runs at: the manifest's preprocessing size, else the model's static or opt dims."""
-    size = bundle.preprocessing.size or (tuple(dims[2:4]) if len(dims) == 4 and min(dims[2:4]) > 0 else None)
-    if size is None:
-        opt = _opt_shape(bundle)
-        size = tuple(opt[2:4]) if opt else None
-    if size is None:
-        raise EdgesegError(f"{bundle.root}: no input size in the manifest or the model; rebuild with --input-size HxW")
-    return int(size[0]), int(size[1])
-
-
 # ----------------------------------------------------------------------------- DeepStream
-
-@dataclass
-class DeployResult:
-    out: Path
-    files: list[str]
-    warnings: list[str] = field(default_factory=list)
-
 
 def _write_softmax_onnx(src: Path, dst: Path) -> TensorInfo:
     """``src`` with Softmax(axis=1) appended to its single float output, renamed DS_OUTPUT."""
     import onnx
     from onnx import helper
 
-    from edgeseg.export import load_onnx
+    from edgeseg.export.metadata import load_onnx
 
     model = load_onnx(src)
     graph = model.graph
@@ -307,11 +232,6 @@ def _write_softmax_onnx(src: Path, dst: Path) -> TensorInfo:
     return inputs[0]
 
 
-def _fmt(x: float) -> str:
-    """9 significant digits, always with a decimal point (GKeyFile and protobuf read both)."""
-    return repr(float(f"{x:.9g}"))
-
-
 def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: TensorInfo | None = None,
                    batch_size: int | None = None, segmentation_threshold: float = 0.0,
                    gpu_id: int = 0) -> tuple[str, list[str]]:
@@ -320,8 +240,8 @@ def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: Tens
     norm = nvinfer_normalization(pre)
     warnings = [norm.warning] if norm.warning else []
     dims = input_info.dims if input_info is not None else ()
-    lo, hi = _batch_bounds(bundle, dims)
-    batch = batch_size if batch_size is not None else (_opt_shape(bundle) or [lo])[0]
+    lo, hi = batch_bounds(bundle, dims)
+    batch = batch_size if batch_size is not None else (opt_shape(bundle) or [lo])[0]
     if not lo <= batch <= hi:
         raise EdgesegError(f"--batch-size {batch} is outside the model's batch bounds {lo}..{hi}; pass a size in "
                            "them or rebuild with `edgeseg build --dynamic batch`")
@@ -331,7 +251,7 @@ def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: Tens
     if not segmentation_threshold >= 0:
         raise EdgesegError(f"segmentation threshold must be >= 0 (nvinfer rejects negatives), "
                            f"got {segmentation_threshold}; pass 0.0 for the plain argmax")
-    size = _input_size(bundle, dims)
+    size = network_input_size(bundle, dims)
     engine = bundle.manifest.get("engine") or {}
     dla_core = engine.get("dla_core")
     device = f"dla{dla_core}" if dla_core is not None else f"gpu{gpu_id}"
@@ -343,16 +263,16 @@ def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: Tens
         raise EdgesegError(f"{bundle.root} is INT8 but has no calibration.cache for nvinfer; rebuild it with "
                            "`edgeseg build --precision int8`")
     header = cache.read_text().splitlines()[0] if mode == "int8" else ""
-    std = ", ".join(_fmt(s) for s in pre.std)
+    std = ", ".join(fmt_number(s) for s in pre.std)
     lines = [
         f"# DeepStream Gst-nvinfer config for the edgeseg bundle {bundle.root.name} ({m.get('model')}, {mode}, "
         f"{len(bundle.classes)} classes), written by edgeseg {m.get('edgeseg_version')}.",
         f"# Keys and ranges checked against: {NVINFER_DOC}.",
         "# Preprocessing: nvinfer computes y = net-scale-factor * (x - offsets[c]) on 0..255 pixels in "
         f"{pre.channel_order} order;",
-        f"# the model was trained on y = (x * {_fmt(pre.scale)} - mean[c]) / std[c] with std = [{std}].",
+        f"# the model was trained on y = (x * {fmt_number(pre.scale)} - mean[c]) / std[c] with std = [{std}].",
         "# offsets = mean / scale (exact). nvinfer has ONE scale factor for all channels, so the per-channel std is",
-        f"# APPROXIMATED by the mean std {_fmt(norm.mean_std)}: net-scale-factor = scale / mean std, and channel c",
+        f"# APPROXIMATED by the mean std {fmt_number(norm.mean_std)}: net-scale-factor = scale / mean std, and channel c",
         f"# comes out scaled by std[c] / mean std (largest deviation {100 * norm.max_rel_error:.2f}%).",
         f"# Output: {onnx_name} is the bundle's FP32 ONNX plus a Softmax over classes (output '{DS_OUTPUT}'), so",
         "# segmentation-threshold compares probabilities (0.0 = plain argmax, every pixel labelled).",
@@ -365,8 +285,8 @@ def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: Tens
     lines += [
         "[property]",
         f"gpu-id={gpu_id}",
-        f"net-scale-factor={_fmt(norm.net_scale_factor)}",
-        f"offsets={';'.join(_fmt(o) for o in norm.offsets)}",
+        f"net-scale-factor={fmt_number(norm.net_scale_factor)}",
+        f"offsets={';'.join(fmt_number(o) for o in norm.offsets)}",
         f"model-color-format={norm.model_color_format}",
         f"onnx-file={onnx_name}",
         f"model-engine-file={engine_name}",
@@ -380,7 +300,7 @@ def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: Tens
         f"network-mode={NETWORK_MODES[mode]}",
         "network-type=2",
         f"num-detected-classes={len(bundle.classes)}",
-        f"segmentation-threshold={_fmt(segmentation_threshold)}",
+        f"segmentation-threshold={fmt_number(segmentation_threshold)}",
         "segmentation-output-order=0",
         f"output-blob-names={DS_OUTPUT}",
         "process-mode=1",
@@ -419,12 +339,6 @@ def _gst_readme(bundle: Bundle, size: tuple[int, int], warnings: list[str]) -> s
     )
 
 
-def _check_target(out: Path, marker: str) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).exists())):
-        raise EdgesegError(f"{out} exists and holds other files; expected a new or empty folder (or one edgeseg "
-                           "deploy wrote before, which is replaced); choose another folder")
-
-
 def write_deepstream(bundle_dir: str | Path, out: str | Path, *, batch_size: int | None = None,
                      segmentation_threshold: float = 0.0, verify: bool = True) -> DeployResult:
     """Write the nvinfer config, labels.txt, model.ds.onnx (+ calibration.cache for INT8) and a README
@@ -433,7 +347,7 @@ def write_deepstream(bundle_dir: str | Path, out: str | Path, *, batch_size: int
     if verify:
         verify_bundle(bundle)
     out = Path(out)
-    _check_target(out, DS_CONFIG)
+    check_target(out, DS_CONFIG)
     with staging_dir(out) as stage:
         info = _write_softmax_onnx(bundle.file("fp32"), stage / DS_ONNX)
         text, warnings = nvinfer_config(bundle, input_info=info, batch_size=batch_size,
@@ -446,104 +360,8 @@ def write_deepstream(bundle_dir: str | Path, out: str | Path, *, batch_size: int
             raise EdgesegError(f"the generated nvinfer config fails its own check ({'; '.join(problems)}); "
                                "report this bug")
         (stage / DS_CONFIG).write_text(text)
-        (stage / "README.md").write_text(_gst_readme(bundle, _input_size(bundle, info.dims), warnings))
+        (stage / "README.md").write_text(_gst_readme(bundle, network_input_size(bundle, info.dims), warnings))
         files = sorted(p.name for p in stage.iterdir())
     return DeployResult(out, files, warnings)
 
 
-# ----------------------------------------------------------------------------- Triton
-
-TRITON_TYPES = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 4: "TYPE_UINT16", 5: "TYPE_INT16", 6: "TYPE_INT32",
-                7: "TYPE_INT64", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64", 12: "TYPE_UINT32",
-                13: "TYPE_UINT64", 16: "TYPE_BF16"}  # onnx.TensorProto -> Triton DataType
-
-
-def _triton_source(bundle: Bundle) -> tuple[str, Path, Path]:
-    """(platform, model file to ship, ONNX that describes its I/O)."""
-    engine = bundle.file("engine")
-    if engine is not None:
-        source = (bundle.manifest.get("engine") or {}).get("source") or bundle.manifest["roles"]["fp32"]
-        described = bundle.root / source
-        return "tensorrt_plan", engine, described
-    variant = bundle.file(bundle.precision) or bundle.file("fp32")
-    return "onnxruntime_onnx", variant, variant
-
-
-def _tensor_block(kind: str, tensors: list[tuple[str, int, tuple[int, ...]]]) -> list[str]:
-    lines = [f"{kind} ["]
-    for i, (name, elem, dims) in enumerate(tensors):
-        if elem not in TRITON_TYPES:
-            raise EdgesegError(f"tensor {name!r} has ONNX type {elem}, which Triton cannot carry; re-export with "
-                               "float32 inputs/outputs")
-        lines += ["  {", f'    name: "{name}"', f"    data_type: {TRITON_TYPES[elem]}",
-                  f"    dims: [ {', '.join(map(str, dims))} ]", "  }" + ("," if i < len(tensors) - 1 else "")]
-    return lines + ["]"]
-
-
-def triton_config(bundle: Bundle, model_name: str) -> tuple[str, Path, str]:
-    """(config.pbtxt text, file to copy, its name in the version folder) for ``bundle``."""
-    platform, model_file, described = _triton_source(bundle)
-    inputs, outputs = onnx_io(described)
-    if len(inputs) != 1:
-        raise EdgesegError(f"{described.name} has {len(inputs)} inputs; edgeseg bundles have one image input; rebuild")
-    out_dims = _concrete_output_dims(described, inputs, outputs, _opt_shape(bundle))
-    if platform == "tensorrt_plan":
-        profile = (bundle.manifest.get("engine") or {}).get("profile") or {}
-        lo, hi = (int(profile["min"][0]), int(profile["max"][0])) if profile else _batch_bounds(bundle, inputs[0].dims)
-        in_dims = inputs[0].dims if lo == hi else (-1, *inputs[0].dims[1:])
-    else:
-        lo, hi = _batch_bounds(bundle, inputs[0].dims)
-        in_dims = inputs[0].dims
-    batched = lo != hi or in_dims[0] < 0
-    max_batch = hi if batched else 0
-    strip = (lambda d: tuple(d[1:])) if batched else tuple  # Triton's dims leave out the batch dim when batching
-    pre = bundle.preprocessing
-    lines = [
-        f"# Triton model for the edgeseg bundle {bundle.root.name} ({bundle.manifest.get('model')}, "
-        f"{bundle.precision}).",
-        f"# Clients send preprocessed NCHW float32: (x * {_fmt(pre.scale)} - mean) / std per channel in "
-        f"{pre.channel_order} order,",
-        f"# mean {list(pre.mean)}, std {list(pre.std)}, resized to {list(pre.size) if pre.size else 'any size'}.",
-        "# Outputs are per-class scores (N, C, H, W): argmax over axis 1 gives the class map (names in labels.txt).",
-        f'name: "{model_name}"',
-        f'platform: "{platform}"',
-        f"max_batch_size: {max_batch}",
-    ]
-    lines += _tensor_block("input", [(inputs[0].name, inputs[0].elem_type, strip(in_dims))])
-    lines += _tensor_block("output", [(o.name, o.elem_type, strip(d)) for o, d in zip(outputs, out_dims)])
-    if batched:
-        lines.append("dynamic_batching { }")
-    return "\n".join(lines) + "\n", model_file, "model.plan" if platform == "tensorrt_plan" else "model.onnx"
-
-
-def triton_model_name(bundle: Bundle) -> str:
-    name = f"{bundle.manifest.get('model') or 'edgeseg'}_{bundle.precision}"
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
-def write_triton(bundle_dir: str | Path, repository: str | Path, *, model_name: str | None = None,
-                 verify: bool = True) -> DeployResult:
-    """Write ``repository/NAME/config.pbtxt``, ``NAME/1/model.onnx`` (or ``model.plan``) and
-    ``NAME/labels.txt``; other models in the repository are left alone, NAME is replaced."""
-    bundle = read_bundle(bundle_dir)
-    if verify:
-        verify_bundle(bundle)
-    name = model_name or triton_model_name(bundle)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
-        raise EdgesegError(f"Triton model name {name!r} must use letters, digits, '_', '.', '-'; "
-                           "pass another --model-name")
-    repository = Path(repository)
-    try:
-        repository.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EdgesegError(f"cannot create the model repository {repository} ({e.strerror}); "
-                           "choose another --triton") from None
-    target = repository / name
-    _check_target(target, "config.pbtxt")
-    text, model_file, file_name = triton_config(bundle, name)
-    with staging_dir(target) as stage:
-        (stage / "1").mkdir()
-        shutil.copyfile(model_file, stage / "1" / file_name)
-        (stage / "config.pbtxt").write_text(text)
-        (stage / "labels.txt").write_text("\n".join(bundle.classes) + "\n")
-    return DeployResult(target, ["config.pbtxt", f"1/{file_name}", "labels.txt"])

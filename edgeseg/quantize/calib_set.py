@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from PIL import Image
 
-from edgeseg.data.datasets import SegmentationDataset, open_dataset
+from edgeseg.data.base import SegmentationDataset
 from edgeseg.data.preprocess import Preprocessing
+from edgeseg.data.spec import open_dataset
 from edgeseg.errors import EdgesegError
 from edgeseg.io_utils import atomic_write_text
 

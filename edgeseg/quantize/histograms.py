@@ -8,7 +8,6 @@ calibrator does not re-run the data.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-from edgeseg.io_utils import atomic_path
+from edgeseg.io_utils import atomic_path, sha256_file
 
 NUM_BINS = 2048
 
@@ -58,14 +57,6 @@ class TensorStats:
             self.hist, self.bin_width = merged, self.bin_width * factor
         idx = np.minimum((a / self.bin_width).astype(np.int64), NUM_BINS - 1)
         self.hist += np.bincount(idx, minlength=NUM_BINS)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def activation_tensor_names(model) -> list[str]:

@@ -6,12 +6,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeseg.data.datasets import open_dataset
-from edgeseg.data.preprocess import Preprocessing
-from edgeseg.errors import EdgesegError
-from edgeseg.evaluate import evaluate
 from edgeseg.backends.onnxruntime import OrtRunner
-from edgeseg.ort_session import median_latency_ms
+from edgeseg.backends.ort_session import median_latency_ms
+from edgeseg.data.preprocess import Preprocessing
+from edgeseg.data.spec import open_dataset
+from edgeseg.errors import EdgesegError
 from edgeseg.quantize.calib_set import CalibrationManifest, iter_calibration_inputs
 from edgeseg.quantize.calibrators import CALIBRATORS, compute_amax
 from edgeseg.quantize.guard import GuardReport, quantize_with_guard
@@ -19,6 +18,7 @@ from edgeseg.quantize.histograms import TensorStats, cached_stats, iter_activati
 from edgeseg.quantize.qdq import activation_ranges, quantize_qdq
 from edgeseg.quantize.sensitivity import rank_layers
 from edgeseg.quantize.trt_cache import write_calibration_cache
+from edgeseg.train.evaluate import evaluate
 
 SENSITIVITY_IMAGES = 4
 

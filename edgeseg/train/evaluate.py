@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from edgeseg.data.datasets import SegmentationDataset
+from edgeseg.data.base import SegmentationDataset
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.metrics import ConfusionMatrix
 from edgeseg.postprocess import labels_from_logits

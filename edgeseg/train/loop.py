@@ -19,12 +19,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from edgeseg.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from edgeseg.data import Preprocessing, TrainAugment, open_dataset
 from edgeseg.data.torch_dataset import TorchSegmentation, class_pixel_frequencies, median_frequency_weights
 from edgeseg.errors import EdgesegError
-from edgeseg.evaluate import evaluate
+from edgeseg.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from edgeseg.models.registry import ModelConfig, build_model
+from edgeseg.train.evaluate import evaluate
 
 
 @dataclass

@@ -11,13 +11,13 @@ import torch
 from click.testing import CliRunner
 
 import edgeseg
-from edgeseg.artifacts import read_bundle, verify_bundle
-from edgeseg.build import BuildOptions, build_bundle
-from edgeseg.checkpoint import load_checkpoint
+from edgeseg.bundle.manifest import read_bundle, verify_bundle
+from edgeseg.bundle.build import BuildOptions, build_bundle
+from edgeseg.models.checkpoint import load_checkpoint
 from edgeseg.cli import main
 from edgeseg.data import open_dataset
 from edgeseg.errors import EdgesegError
-from edgeseg.train import TrainConfig, train
+from edgeseg.train.loop import TrainConfig, train
 
 SPEC = "synthetic:64x96"
 
@@ -127,7 +127,7 @@ def test_cli_info_and_build_errors(int8_bundle, tmp_path: Path, checkpoint: Path
     assert not (tmp_path / "y").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".y")]
 
 
-REFERENCE = Path(__file__).resolve().parents[1] / "benchmarks" / "reference" / "deeplabv3plus_mobilenet_v2_camvid.pt"
+REFERENCE = Path(__file__).resolve().parents[2] / "benchmarks" / "reference" / "deeplabv3plus_mobilenet_v2_camvid.pt"
 
 
 @pytest.mark.slow

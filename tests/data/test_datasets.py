@@ -12,19 +12,17 @@ import torch
 from PIL import Image
 
 from edgeseg.data import DATASET_KINDS, Preprocessing, SegmentationDataset, TrainAugment, open_dataset
-from edgeseg.data.datasets import (
-    CamVidDataset,
-    CityscapesDataset,
-    FolderDataset,
-    SyntheticDataset,
-    VOCDataset,
-    color_map,
-)
+from edgeseg.data.base import color_map
+from edgeseg.data.camvid import CamVidDataset
+from edgeseg.data.cityscapes import CityscapesDataset
+from edgeseg.data.folder import FolderDataset
+from edgeseg.data.synthetic import SyntheticDataset
+from edgeseg.data.voc import VOCDataset
 from edgeseg.data.torch_dataset import TorchSegmentation, class_pixel_frequencies, median_frequency_weights
 from edgeseg.errors import DatasetError
 
-REPO = Path(__file__).resolve().parents[1]
-CAMVID = Path(__file__).resolve().parents[2] / "shared/datasets/camvid"
+REPO = Path(__file__).resolve().parents[2]
+CAMVID = Path(__file__).resolve().parents[3] / "shared/datasets/camvid"
 
 
 def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeseg.checkpoint import load_checkpoint
+from edgeseg.models.checkpoint import load_checkpoint
 from edgeseg.errors import EdgesegError
-from edgeseg.train import TrainConfig, poly_schedule, train
+from edgeseg.train.loop import TrainConfig, poly_schedule, train
 
 TINY = dict(model="deeplabv3plus_mobilenet_v2", data="synthetic:48x64", width=0.35, batch_size=4,
             max_train_samples=16, max_val_samples=4, workers=0, crop=(48, 64))

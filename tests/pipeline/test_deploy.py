@@ -13,15 +13,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeseg.artifacts import read_bundle, write_manifest
-from edgeseg.build import BuildOptions, build_bundle
+from edgeseg.bundle.manifest import read_bundle, write_manifest
+from edgeseg.bundle.build import BuildOptions, build_bundle
 from edgeseg.cli import main
 from edgeseg.data.preprocess import Preprocessing
-from edgeseg.deploy import (DS_CONFIG, DS_ONNX, STD_SPREAD_WARN, nvinfer_normalization, validate_nvinfer,
-                            write_deepstream, write_triton)
+from edgeseg.pipeline.deepstream import (DS_CONFIG, DS_ONNX, STD_SPREAD_WARN, nvinfer_normalization, validate_nvinfer,
+                                        write_deepstream)
+from edgeseg.pipeline.triton import write_triton
 from edgeseg.errors import EdgesegError
 
-import edgeseg.cli_deploy  # noqa: F401  (registers infer/deploy on the CLI group)
+import edgeseg.cli.deploy  # noqa: F401  (registers infer/deploy on the CLI group)
 
 SPEC = "synthetic:64x96"
 

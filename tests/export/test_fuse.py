@@ -8,7 +8,7 @@ from torch import nn
 
 from _helpers import randomize_bn
 from edgeseg.errors import EdgesegError
-from edgeseg.fuse import CostModel, SeparableBlock, fuse_model
+from edgeseg.export.fuse import CostModel, SeparableBlock, fuse_model
 from edgeseg.models import ModelConfig, build_model
 from edgeseg.models.layers import SeparableConvBNReLU
 

@@ -16,7 +16,8 @@ from _helpers import randomize_bn
 from edgeseg.cli import main
 from edgeseg.data import Preprocessing
 from edgeseg.errors import EdgesegError
-from edgeseg.export import export_onnx, read_onnx_metadata
+from edgeseg.export.metadata import read_onnx_metadata
+from edgeseg.export.onnx_export import export_onnx
 from edgeseg.models import ModelConfig, build_model
 
 SIZE = (64, 96)
@@ -216,7 +217,7 @@ def test_cli_export_json_report(tmp_path: Path) -> None:
 
 
 def test_cli_export_from_checkpoint_carries_its_metadata(tmp_path: Path) -> None:
-    from edgeseg.checkpoint import Checkpoint, save_checkpoint
+    from edgeseg.models.checkpoint import Checkpoint, save_checkpoint
 
     config = ModelConfig("deeplabv3plus_mobilenet_v2", 3, width=0.35)
     model = randomize_bn(build_model(config))
@@ -287,7 +288,7 @@ def test_torchvision_weights_export_matches_torchvision(name: str, tmp_path: Pat
 
 @pytest.mark.camvid
 def test_parity_on_real_camvid_frames(camvid_root: Path, tmp_path: Path) -> None:
-    from edgeseg.export import parity_images_from_dataset
+    from edgeseg.export.onnx_export import parity_images_from_dataset
 
     images = parity_images_from_dataset(f"camvid:{camvid_root}", "val", 3, Preprocessing(), SIZE)
     assert len(images) == 3 and images[0].shape == (3, *SIZE)

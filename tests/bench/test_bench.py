@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeseg.bench import label_agreement, latency_stats, pareto_front, time_calls
-from edgeseg.build import BuildOptions, build_bundle
+from edgeseg.bench.measure import label_agreement, latency_stats, pareto_front, time_calls
+from edgeseg.bundle.build import BuildOptions, build_bundle
 from edgeseg.cli import main
 from edgeseg.errors import EdgesegError
-from edgeseg.train import TrainConfig, train
+from edgeseg.train.loop import TrainConfig, train
 
 REQUIRED = {"bundle", "backend", "precision", "batch", "miou", "pixel_acc", "latency_ms_p50", "latency_ms_p90",
             "latency_ms_p99", "fps", "agreement"}

@@ -13,10 +13,13 @@ from PIL import Image
 
 import edgeseg
 from edgeseg.cli import main
-from edgeseg.infer import (MAX_CONSECUTIVE_ERRORS, BatchPredictor, Frame, infer, resolve_batch, run_pipeline)
-from edgeseg.overlay import blend, legend
+from edgeseg.pipeline.infer import infer
+from edgeseg.pipeline.predict import BatchPredictor, resolve_batch
+from edgeseg.pipeline.sources import Frame
+from edgeseg.pipeline.threaded import MAX_CONSECUTIVE_ERRORS, run_pipeline
+from edgeseg.pipeline.overlay import blend, legend
 
-import edgeseg.cli_deploy  # noqa: F401  (registers infer/deploy on the CLI group)
+import edgeseg.cli.deploy  # noqa: F401  (registers infer/deploy on the CLI group)
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is not installed")
 
@@ -97,7 +100,7 @@ def _read_video(path: Path) -> list[np.ndarray]:
 
 
 def test_video_round_trip_keeps_count_and_order(bundle, seg, tmp_path: Path) -> None:
-    from edgeseg.overlay import overlay
+    from edgeseg.pipeline.overlay import overlay
 
     video = tmp_path / "clip.mp4"
     _band_video(video, 12)

@@ -14,9 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeseg.cli import main
 from edgeseg.errors import EdgesegError
-from edgeseg.export import export_onnx
+from edgeseg.export.onnx_export import export_onnx
 from edgeseg.models import ModelConfig, build_model
-from edgeseg.onnx_check import check_onnx, normalize_trt_version
+from edgeseg.export.trt_lint import check_onnx, normalize_trt_version
 
 F = TensorProto.FLOAT
 

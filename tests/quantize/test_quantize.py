@@ -18,9 +18,9 @@ from edgeseg.cli import main
 from edgeseg.data import Preprocessing, open_dataset
 from edgeseg.errors import EdgesegError
 from edgeseg.models import ModelConfig, build_model
-from edgeseg.onnx_meta import PREPROCESSING_KEY
+from edgeseg.export.metadata import PREPROCESSING_KEY
 from edgeseg.backends.onnxruntime import OrtRunner
-from edgeseg.ort_session import make_session
+from edgeseg.backends.ort_session import make_session
 from edgeseg.quantize.calib_set import (iter_calibration_inputs, iter_manifest_images, load_manifest,
                                         manifest_from_dataset)
 from edgeseg.quantize.fp16 import convert_fp16
@@ -266,7 +266,7 @@ def test_doctor_flags_unnormalised_inputs_and_missing_classes() -> None:
 
 
 def test_fp16_scales_for_strongly_typed_tensorrt(tmp_path: Path) -> None:
-    from edgeseg.export import export_onnx
+    from edgeseg.export.onnx_export import export_onnx
 
     torch.manual_seed(0)
     model = build_model(ModelConfig("deeplabv3plus_mobilenet_v2", 8, width=0.35))

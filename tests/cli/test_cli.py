@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.train import TrainConfig, train
+from edgeseg.train.loop import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Benchmarking: latency statistics and mIoU per runner (measure), records out (report)."""
