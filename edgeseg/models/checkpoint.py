@@ -1,7 +1,7 @@
 """edgeseg checkpoints: a plain dict of tensors and JSON-like values, saved with torch.save and
 loaded with ``torch.load(weights_only=True)`` (no arbitrary unpickling), written atomically.
 
-Layout: {"format": "edgeseg.models.checkpoint", "version": 1, "config": ModelConfig dict,
+Layout: {"format": "edgeseg.checkpoint", "version": 1, "config": ModelConfig dict,
 "state_dict": {...}, "classes": [...], "palette": [[r,g,b], ...], "preprocessing": {...},
 "meta": {...}, "train_state": {...} (optional: optimizer, scheduler, epoch, best mIoU)}.
 """
@@ -20,7 +20,7 @@ from edgeseg.io_utils import atomic_path
 from edgeseg.models.registry import ModelConfig, build_model
 from edgeseg.models.torchvision_import import load_state_dict_strict
 
-FORMAT = "edgeseg.models.checkpoint"
+FORMAT = "edgeseg.checkpoint"
 VERSION = 1
 
 
