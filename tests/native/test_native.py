@@ -272,7 +272,7 @@ def reference_bundles(camvid_root, tmp_path_factory) -> dict[str, Path]:
     for precision in ("fp32", "int8"):
         out = root / precision
         subprocess.run(["edgeseg", "build", "--checkpoint", str(REFERENCE), "--data", f"camvid:{camvid_root}",
-                        "--precision", precision, "--val-limit", "2", "--calib-count", "32", "--out", str(out)],
+                        "--precision", precision, "--val-limit", "2", "--calib-count", "16", "--out", str(out)],
                        check=True, capture_output=True)
         bundles[precision] = out
     return bundles
