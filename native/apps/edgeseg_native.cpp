@@ -12,6 +12,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "edgeseg/runtime.hpp"
@@ -40,14 +41,17 @@ std::string lower(std::string s) {
   return s;
 }
 
-int to_int(const std::string& flag, const std::string& v) {
+// `v` as a whole number of type T (int or float), or an Error naming the flag.
+template <typename T>
+T number(const std::string& flag, const std::string& v) {
   try {
     std::size_t n = 0;
-    int x = std::stoi(v, &n);
+    T x = std::is_integral<T>::value ? static_cast<T>(std::stoi(v, &n)) : static_cast<T>(std::stof(v, &n));
     if (n == v.size()) return x;
   } catch (const std::exception&) {
   }
-  throw edgeseg::Error(flag + " expects an integer, got '" + v + "'");
+  throw edgeseg::Error(flag + " expects " + (std::is_integral<T>::value ? "an integer" : "a number") + ", got '" +
+                       v + "'");
 }
 
 Args parse(int argc, char** argv) {
@@ -61,11 +65,11 @@ Args parse(int argc, char** argv) {
     };
     if (s == "--out") a.out = value();
     else if (s == "--backend") a.options.backend = value();
-    else if (s == "--threads") a.options.threads = to_int(s, value());
-    else if (s == "--alpha") a.alpha = std::stof(value());
+    else if (s == "--threads") a.options.threads = number<int>(s, value());
+    else if (s == "--alpha") a.alpha = number<float>(s, value());
     else if (s == "--no-overlays") a.overlays = false;
     else if (s == "--timings") a.timings = value();
-    else if (s == "--repeat") a.repeat = std::max(1, to_int(s, value()));
+    else if (s == "--repeat") a.repeat = std::max(1, number<int>(s, value()));
     else if (s == "-h" || s == "--help") {
       std::fputs(kUsage, stdout);
       std::exit(0);

@@ -79,7 +79,7 @@ void Segmenter::segment(const Frame& frame, uint8_t* labels) {
 }
 
 std::vector<uint8_t> Segmenter::segment(const Frame& frame) {
-  check_frame(frame);
+  check_frame(frame);  // before sizing the buffer from the frame's dimensions
   std::vector<uint8_t> labels(static_cast<std::size_t>(frame.width) * frame.height);
   segment(frame, labels.data());
   return labels;

@@ -173,6 +173,7 @@ struct Timing {  // milliseconds of the last segment() call
 
 class Backend;  // defined in the library's private headers
 
+// One Segmenter per thread (it reuses its buffers and the backend's request); several may share a bundle.
 class Segmenter {
  public:
   explicit Segmenter(const std::string& bundle_dir, const Options& options = {});
