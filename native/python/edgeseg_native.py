@@ -35,6 +35,7 @@ class NativeUnavailable(Exception):
 class NativeBuild:
     root: Path
     features: dict[str, list[str]]
+    ctest: str  # the ctest beside the cmake that configured the build
 
     @property
     def library(self) -> Path:
@@ -52,16 +53,23 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _tool(name: str) -> str | None:
+    """``name`` from this Python's environment (the dev extra's cmake/ninja) before PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
 def build_native(build_dir: Path, jobs: int = 2, extra: list[str] | None = None) -> NativeBuild:
     """Configure and build the native part into ``build_dir``. Raises NativeUnavailable when a tool or
     dependency is missing (CMake says "not found:"), RuntimeError with the log tail on a real failure."""
-    cmake = shutil.which("cmake")
+    cmake = _tool("cmake")
     if cmake is None:
         raise NativeUnavailable("CMake not found (pip install cmake; it is in the dev extra)")
     cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if cxx is None:
         raise NativeUnavailable("no C++ compiler (c++, g++ or clang++) on PATH; install g++")
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    ninja = _tool("ninja")
+    generator = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"] if ninja else []
     configure = [cmake, "-S", str(REPO), "-B", str(build_dir), *generator, "-DCMAKE_BUILD_TYPE=Release",
                  f"-DPython3_EXECUTABLE={sys.executable}", f"-DCMAKE_CXX_COMPILER={cxx}", *(extra or [])]
     done = subprocess.run(configure, capture_output=True, text=True)
@@ -76,7 +84,7 @@ def build_native(build_dir: Path, jobs: int = 2, extra: list[str] | None = None)
         raise RuntimeError(f"native build failed:\n{_tail(done.stdout + done.stderr)}")
     raw = json.loads((build_dir / "edgeseg_features.json").read_text())
     features = {k: [v for v in vals if v] for k, vals in raw.items()}
-    return NativeBuild(build_dir, features)
+    return NativeBuild(build_dir, features, str(Path(cmake).with_name("ctest")))
 
 
 # ----------------------------------------------------------------------------- ctypes over the C API

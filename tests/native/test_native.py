@@ -99,7 +99,7 @@ def read_labels(out: Path, name: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- build, ctest, compile checks
 
 def test_ctest_passes(native):
-    done = subprocess.run(["ctest", "--test-dir", str(native.root), "--output-on-failure"], capture_output=True,
+    done = subprocess.run([native.ctest, "--test-dir", str(native.root), "--output-on-failure"], capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "tests passed" in done.stdout
