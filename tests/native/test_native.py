@@ -181,6 +181,9 @@ def test_tiny_bundle_matches_edgeseg_load(app, lib, tiny_bundle, tmp_path):
         assert np.array_equal(native_seg.segment(frames[0]), read_labels(tmp_path / "out", paths[0].stem))
         assert np.array_equal(native_seg.segment(np.ascontiguousarray(frames[0][:, :, ::-1]), "BGR"),
                               read_labels(tmp_path / "out", paths[0].stem))
+        cv2 = pytest.importorskip("cv2")
+        nv12 = np.random.default_rng(5).integers(0, 256, (size[0] * 3 // 2, size[1]), dtype=np.uint8)
+        assert np.array_equal(native_seg.segment(nv12, "NV12"), seg(cv2.cvtColor(nv12, cv2.COLOR_YUV2RGB_NV12)))
     finally:
         native_seg.close()
 
@@ -252,6 +255,13 @@ def test_bad_bundles_and_frames_are_refused(app, lib, tiny_bundle, tmp_path):
     if legacy == "pil_bilinear":
         _refused(run_app(app, tiny_bundle, wrong_size, "--out", out), out, "rebuild the bundle with a current edgeseg")
     _refused(run_app(app, tiny_bundle, frame, "--out", out, "--backend", "tensorrt"), out, "tensorrt")
+
+    dynamic = tmp_path / "dynamic"  # a bundle taking frames at their own size, within its shape bounds
+    shutil.copytree(tiny_bundle, dynamic)
+    manifest = json.loads((dynamic / "manifest.json").read_text())
+    manifest["preprocessing"]["size"] = None
+    (dynamic / "manifest.json").write_text(json.dumps(manifest))
+    _refused(run_app(app, dynamic, wrong_size, "--out", out), out, "outside the bundle's input bounds", "height 64..64")
 
     seg = lib.open(tiny_bundle, "openvino")
     try:
