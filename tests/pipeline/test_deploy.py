@@ -275,10 +275,11 @@ def test_deploy_cli_and_errors(int8_bundle: Path, tmp_path: Path) -> None:
     with open(copy / "model.onnx", "ab") as f:
         f.write(b"\0")
     for args, message in [([], "expected --deepstream DIR and/or --triton DIR"),
-                          (["--deepstream", str(foreign)], "holds other files"),
-                          (["--deepstream", str(tmp_path / "no" / "such" / "dir")], "does not exist")]:
+                          (["--deepstream", str(foreign)], "notes.txt is a file that is not part of an edgeseg deploy")]:
         res = runner.invoke(main, ["deploy", str(int8_bundle), *args])
         assert res.exit_code == 2 and res.output.count("\n") == 1 and message in res.output, res.output
+    res = runner.invoke(main, ["deploy", str(int8_bundle), "--deepstream", str(tmp_path / "no" / "such" / "dir")])
+    assert res.exit_code == 0 and (tmp_path / "no" / "such" / "dir" / "config_infer_edgeseg.txt").is_file()
     res = runner.invoke(main, ["deploy", str(copy), "--triton", str(tmp_path / "m2")])
     assert res.exit_code == 2 and "model.onnx changed" in res.output
     assert (foreign / "notes.txt").read_text() == "keep me"

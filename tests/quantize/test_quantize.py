@@ -250,7 +250,8 @@ def test_cli_calibrate_and_quantize(fp32: Path, tmp_path: Path, monkeypatch) -> 
     assert json.loads(res.output.strip().splitlines()[-1])["stats_cache_hit"] is True  # another calibrator, no re-run
     res = runner.invoke(main, ["quantize", "--onnx", str(fp32), "--precision", "int8",
                                "--out", str(tmp_path / "nope" / "m.onnx")])
-    assert res.exit_code == 2 and "does not exist" in res.output
+    assert res.exit_code == 2 and "needs --calib" in res.output
+    assert not (tmp_path / "nope").exists(), "a refused command creates no folders"
 
 
 def test_doctor_flags_unnormalised_inputs_and_missing_classes() -> None:
