@@ -2,14 +2,14 @@
 
     nice -n 10 python benchmarks/bench_soak.py [--frames 10000] [--bundle DIR] [--size 48x64]
 
-Without --bundle a tiny DeepLab v3+ (width 0.35, dynamic batch) is trained for one epoch on the
-built-in synthetic scenes and built as an fp32 bundle (about a minute). The stream: an MJPG video
-of --frames distinct frames (synthetic scenes, each shifted by its index), so consecutive frames
-give different masks. `edgeseg infer BUNDLE video.avi --out OUT` runs as a child process exactly
+Without --bundle an untrained DeepLab v3+ x0.35 is exported at --input-size and built as an fp32
+bundle. The stream: an MJPG video of --frames distinct frames (64 synthetic scenes in turn, each
+round shifted by 3 more pixels), so consecutive frames look different. `edgeseg infer BUNDLE video.avi --out OUT` runs as a child process exactly
 as a user runs it; its RSS (VmRSS) and the label files written so far are sampled every 0.5 s.
-Then every frame is checked: OUT/labels/frame_K.png must equal `edgeseg.load(BUNDLE)` on frame K
-of the same video decoded here (a lost, duplicated or reordered frame fails), and the overlay video
-must hold --frames frames. Writes benchmarks/results/soak_cpu.json and .md.
+Then every frame is checked: OUT/labels/frame_K.png must exist and equal `edgeseg.load(BUNDLE)` on
+frame K of the same video decoded here, and frame K of the overlay video (which shows the input
+frame under the mask) must be closer to the overlay of input K than to those of inputs K-1 and K+1
+(a lost, duplicated or reordered frame fails even when the masks look alike). Writes benchmarks/results/soak_cpu.json and .md.
 """
 from __future__ import annotations
 
@@ -38,15 +38,23 @@ def isa_flags() -> list[str]:
     return [f for f in ISA_FLAGS if f in flags]
 
 
-def tiny_bundle(root: Path) -> Path:
-    from edgeseg.bundle.build import BuildOptions, build_bundle
-    from edgeseg.train.loop import TrainConfig, train
+def tiny_bundle(root: Path, size: tuple[int, int]) -> Path:
+    """An untrained DeepLab v3+ x0.35 exported with explicit preprocessing at ``size`` (dynamic batch) and
+    built as an fp32 bundle (seconds, no training): the soak measures the pipeline, not accuracy."""
+    import torch
 
-    ckpt = train(TrainConfig(model="deeplabv3plus_mobilenet_v2", data=SPEC, width=0.35, batch_size=8, epochs=1,
-                             max_train_samples=16, max_val_samples=2, workers=0, out=root / "ckpt"),
-                 log=lambda s: None).best_path
+    from edgeseg.bundle.build import BuildOptions, build_bundle
+    from edgeseg.data import Preprocessing
+    from edgeseg.export.onnx_export import export_onnx
+    from edgeseg.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("deeplabv3plus_mobilenet_v2", 8, width=0.35)).eval()
+    onnx = root / "random.onnx"
+    export_onnx(model, onnx, input_size=size, dynamic="batch",
+                metadata={"model": "deeplabv3plus_mobilenet_v2", "preprocessing": Preprocessing(size=size)})
     out = root / "bundle"
-    build_bundle(BuildOptions(precision="fp32", out=out, checkpoint=ckpt, dynamic="batch"), log=lambda s: None)
+    build_bundle(BuildOptions(precision="fp32", out=out, onnx=onnx), log=lambda s: None)
     return out
 
 
@@ -97,39 +105,59 @@ def run_infer(bundle: Path, video: Path, out: Path, threads: int) -> tuple[list[
 
 
 def check_frames(bundle: Path, video: Path, out: Path, count: int) -> dict:
-    """Every label PNG against edgeseg.load on the same decoded frame; the overlay video's length."""
+    """Every label PNG against edgeseg.load on the same decoded frame; every overlay video frame against
+    the overlays of its input frame and of the two neighbouring ones."""
     import cv2
     from PIL import Image
 
     import edgeseg
+    from edgeseg.pipeline.overlay import overlay
 
-    seg = edgeseg.load(bundle, color="BGR", threads=1)
-    cap = cv2.VideoCapture(str(video))
+    seg = edgeseg.load(bundle, threads=1)
     names = sorted(p.name for p in (out / "labels").iterdir())
-    expected = [f"frame_{k:06d}.png" for k in range(count)]
-    mismatched, previous, distinct = [], None, 0
-    for k in range(count):
-        ok, frame = cap.read()
+    expected_names = [f"frame_{k:06d}.png" for k in range(count)]
+    overlay_path = next(out.glob("*_overlay.*"))
+    source, written = cv2.VideoCapture(str(video)), cv2.VideoCapture(str(overlay_path))
+
+    def next_input(k: int):
+        ok, bgr = source.read()
         if not ok:
-            sys.exit(f"could not decode frame {k} of {video} for the check")
-        want = seg(frame)
+            return None
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        labels = seg(rgb)
+        return labels, overlay(rgb, labels, seg.classes, seg.palette).astype(np.int16)
+
+    window = [None, next_input(0), next_input(1)]  # inputs k-1, k, k+1
+    label_mismatch, order_mismatch, distinct, overlay_frames = [], [], 0, 0
+    for k in range(count):
+        if window[1] is None:
+            sys.exit(f"could not decode input frame {k} of {video} for the check")
+        labels, expected = window[1]
         path = out / "labels" / f"frame_{k:06d}.png"
-        if not path.is_file() or not (np.asarray(Image.open(path)) == want).all():
-            mismatched.append(k)
-        if previous is not None and not (previous == want).all():
+        if not path.is_file() or not (np.asarray(Image.open(path)) == labels).all():
+            label_mismatch.append(k)
+        ok, bgr = written.read()
+        if ok:
+            overlay_frames += 1
+            got = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[: expected.shape[0], : expected.shape[1]].astype(np.int16)
+            dist = {j: float(np.abs(got - w[1]).mean()) for j, w in zip((k - 1, k, k + 1), window) if w is not None}
+            if min(dist, key=dist.get) != k:
+                order_mismatch.append(k)
+        else:
+            order_mismatch.append(k)
+        if window[2] is not None and not (window[2][0] == labels).all():
             distinct += 1
-        previous = want
-    cap.release()
-    seg.close()
-    overlay = next(out.glob("*_overlay.*"))
-    cap = cv2.VideoCapture(str(overlay))
-    overlay_frames = 0
-    while cap.grab():
+        window = [window[1], window[2], next_input(k + 2)]
+    while written.grab():
         overlay_frames += 1
-    cap.release()
-    return {"label_files": len(names), "names_as_expected": names == expected, "mismatched_frames": mismatched[:20],
-            "mismatched_count": len(mismatched), "consecutive_pairs_with_different_masks": distinct,
-            "overlay_video": overlay.name, "overlay_frames": overlay_frames}
+    source.release()
+    written.release()
+    seg.close()
+    return {"label_files": len(names), "names_as_expected": names == expected_names,
+            "label_mismatched_count": len(label_mismatch), "label_mismatched_frames": label_mismatch[:20],
+            "overlay_order_mismatched_count": len(order_mismatch), "overlay_order_mismatched": order_mismatch[:20],
+            "consecutive_pairs_with_different_masks": distinct, "overlay_video": overlay_path.name,
+            "overlay_frames": overlay_frames}
 
 
 def rss_summary(samples: list[dict], count: int) -> dict:
@@ -149,16 +177,21 @@ def rss_summary(samples: list[dict], count: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=10_000)
-    ap.add_argument("--size", default="48x64", help="Frame HxW of the generated video.")
+    ap.add_argument("--size", default="40x56", help="Frame HxW of the generated video.")
+    ap.add_argument("--input-size", default="32x48", help="Network input HxW of the generated bundle.")
     ap.add_argument("--bundle", type=Path, default=None, help="Bundle to run (default: a tiny one trained here).")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for edgeseg infer.")
     ap.add_argument("--results", type=Path, default=common.RESULTS)
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # as edgeseg infer does: the checks run torch on tiny tensors
     size = tuple(int(v) for v in args.size.split("x"))
+    input_size = tuple(int(v) for v in args.input_size.split("x"))
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-soak-") as tmp:
         tmp = Path(tmp)
-        bundle = args.bundle or tiny_bundle(tmp)
+        bundle = args.bundle or tiny_bundle(tmp, input_size)
         video = tmp / "stream.avi"
         make_video(video, args.frames, size)
         print(f"stream: {args.frames} frames {size[0]}x{size[1]} MJPG ({video.stat().st_size / 1e6:.1f} MB); "
@@ -169,12 +202,12 @@ def main() -> None:
     rss = rss_summary(samples, args.frames)
     slope = rss["rss_mb_per_1000_frames_second_half"]
     rss["flat"] = slope is not None and abs(slope) < FLAT_MB_PER_1000 and rss["rss_mb_end"] - rss["rss_mb_warm"] < 20
-    ok = (check["label_files"] == args.frames and check["names_as_expected"] and check["mismatched_count"] == 0
-          and check["overlay_frames"] == args.frames and rss["flat"])
+    ok = (check["label_files"] == args.frames and check["names_as_expected"] and check["label_mismatched_count"] == 0
+          and check["overlay_order_mismatched_count"] == 0 and check["overlay_frames"] == args.frames and rss["flat"])
     print(f"{'ok' if ok else 'FAILED'}: {check}; RSS {rss}; {seconds:.0f} s")
     m = dict(machine(), isa_flags=isa_flags())
     md = (f"# Soak: `edgeseg infer` on {args.frames} generated frames (CPU)\n\n"
-          f"ISA flags: {' '.join(m['isa_flags'])}. Bundle: {'tiny DeepLab v3+ x0.35 fp32 (trained 1 epoch here)' if args.bundle is None else args.bundle}, "
+          f"ISA flags: {' '.join(m['isa_flags'])}. Bundle: {f'untrained DeepLab v3+ x0.35 fp32 at {input_size[0]}x{input_size[1]}, dynamic batch' if args.bundle is None else args.bundle}, "
           f"ONNX Runtime, {args.threads} thread(s), run under `nice -n 10` on a machine shared with other jobs.\n\n"
           f"Stream: MJPG video, {args.frames} distinct frames {size[0]}x{size[1]}; `edgeseg infer` as a child process "
           f"({seconds:.0f} s wall, {args.frames / seconds:.0f} frames/s end to end including the label PNGs, each "
@@ -182,9 +215,11 @@ def main() -> None:
           f"`edgeseg infer` said: {summary_line.splitlines()[0]}\n\n"
           "| check | result |\n|---|---|\n"
           f"| label PNGs written | {check['label_files']} (names frame_000000.. in order: {check['names_as_expected']}) |\n"
-          f"| label PNGs equal to edgeseg.load on the same decoded frame | {args.frames - check['mismatched_count']} / {args.frames} |\n"
-          f"| consecutive frames whose masks differ (so a swap would show) | {check['consecutive_pairs_with_different_masks']} / {args.frames - 1} |\n"
+          f"| label PNGs equal to edgeseg.load on the same decoded frame | {args.frames - check['label_mismatched_count']} / {args.frames} |\n"
+          f"| consecutive frames whose masks differ | {check['consecutive_pairs_with_different_masks']} / {args.frames - 1} "
+          "(an untrained model: masks alike, so order is proven by the overlay frames below) |\n"
           f"| overlay video frames | {check['overlay_frames']} |\n"
+          f"| overlay frame K closest to input K (not K-1, K+1) | {args.frames - check['overlay_order_mismatched_count']} / {args.frames} |\n"
           f"| RSS after 5 % of the frames | {rss['rss_mb_warm']:.1f} MB |\n"
           f"| RSS at the end | {rss['rss_mb_end']:.1f} MB |\n"
           f"| RSS peak | {rss['rss_mb_peak']:.1f} MB |\n"

@@ -21,16 +21,17 @@ FILE_MODE = 0o666  # before the umask, as open() uses
 DIR_MODE = 0o777  # before the umask, as mkdir uses
 
 
-def make_dirs(folder: str | Path, flag: str = "--out") -> Path:
+def make_dirs(folder: str | Path, flag: str = "") -> Path:
     """Create ``folder`` and its missing parents; a one-line error when that is impossible."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise EdgesegError(f"{flag}: cannot create folder {folder}: it or one of its parents is a file; "
-                           "expected a folder path; choose another path") from None
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
+        raise EdgesegError(f"{flag}{' ' if flag else ''}{folder}: cannot create this folder: {blocker} is a file; expected a folder "
+                           "path; choose another path") from None
     except OSError as e:
-        raise EdgesegError(f"{flag}: cannot create folder {folder} ({e.strerror or type(e).__name__}); "
+        raise EdgesegError(f"{flag}{' ' if flag else ''}{folder}: cannot create this folder ({e.strerror or type(e).__name__}); "
                            "expected a folder you can create; choose another path") from None
     return folder
 
@@ -42,7 +43,7 @@ def ensure_parent(path: str | Path, create: bool = False) -> Path:
     if path.is_dir():
         raise EdgesegError(f"{path} is a folder; expected a file path to write; choose another path")
     if create:
-        make_dirs(path.parent, str(path))
+        make_dirs(path.parent)
         return path
     existing = next(p for p in [path.parent, *path.parent.parents] if p.exists() or p == Path(p.anchor or "."))
     if existing.exists() and not existing.is_dir():

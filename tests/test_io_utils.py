@@ -43,7 +43,11 @@ def test_outputs_get_the_umask_modes_and_nothing_is_left_behind(umask: str, tiny
     Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(frame)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    env = dict(os.environ, TMPDIR=str(tmp), EDGESEG_CACHE=str(tmp_path / "cache"))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp), HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"),
+               EDGESEG_CACHE=str(tmp_path / "cache"))
+    env.pop("ORT_DISABLE_TELEMETRY", None)  # edgeseg's own default must keep ONNX Runtime from writing files
     res = subprocess.run([sys.executable, "-c", SCRIPT, umask, str(tmp_path), str(tiny_dynamic_bundle / "model.onnx"),
                           str(frame)], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -57,6 +61,7 @@ def test_outputs_get_the_umask_modes_and_nothing_is_left_behind(umask: str, tiny
         assert stat.S_IMODE(path.stat().st_mode) == want[kind], f"{path}: {oct(stat.S_IMODE(path.stat().st_mode))}"
     assert seen["file"] > 15 and seen["dir"] >= 8
     assert not list(tmp.iterdir()), f"left in TMPDIR: {list(tmp.iterdir())}"
+    assert not (home / ".cache" / "Microsoft").exists(), "ONNX Runtime telemetry files under HOME"
     hidden = [p for p in out.rglob(".*")]
     assert not hidden, f"temporary or staging files left: {hidden}"
     assert sorted(p.name for p in out.iterdir()) == ["bundle", "calib", "ds", "export", "infer", "models", "run"]

@@ -40,8 +40,10 @@ def bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import torch.nn.functional as F
 
     h, w = size
+    if not image.flags.writeable or not image.flags.c_contiguous:  # torch wants its own writable memory
+        image = np.ascontiguousarray(image).copy() if not image.flags.writeable else np.ascontiguousarray(image)
     # HWC memory seen as NCHW: torch picks its channels-last kernel, no copy of the frame
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    t = torch.from_numpy(image).permute(2, 0, 1)[None].float()
     out = F.interpolate(t, size=(int(h), int(w)), mode="bilinear", align_corners=False, antialias=False)
     out = torch.floor(out.add_(0.5)).clamp_(0, 255).to(torch.uint8)
     return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
