@@ -161,17 +161,22 @@ def check_frames(bundle: Path, video: Path, out: Path, count: int) -> dict:
 
 
 def rss_summary(samples: list[dict], count: int) -> dict:
-    """RSS after the first 5 % of frames (warm), at the end, its peak, and the slope over the second half."""
-    warm = [s for s in samples if s["frames"] >= 0.05 * count] or samples
-    second = [s for s in samples if s["frames"] >= 0.5 * count]
+    """RSS while frames stream: after the first 5 % (warm), at the last sample before the end, its peak,
+    and the slope over the second half; then the most RSS while the command closes its outputs."""
+    streaming = [s for s in samples if s["rss_mb"] > 0 and 0 < s["frames"] < count]
+    warm = [s for s in streaming if s["frames"] >= 0.05 * count] or streaming
+    second = [s for s in streaming if s["frames"] >= 0.5 * count]
     slope = None
     if len(second) >= 3:
         x = np.array([s["frames"] for s in second], float)
         y = np.array([s["rss_mb"] for s in second], float)
         slope = float(np.polyfit(x, y, 1)[0] * 1000) if np.ptp(x) > 0 else None
-    return {"rss_mb_warm": warm[0]["rss_mb"], "rss_mb_end": samples[-1]["rss_mb"],
-            "rss_mb_peak": max(s["rss_mb"] for s in samples), "rss_mb_min_after_warm": min(s["rss_mb"] for s in warm),
-            "rss_mb_per_1000_frames_second_half": None if slope is None else round(slope, 3)}
+    closing = [s["rss_mb"] for s in samples if s["frames"] >= count]
+    return {"samples_streaming": len(streaming), "rss_mb_warm": warm[0]["rss_mb"], "frames_at_warm": warm[0]["frames"],
+            "rss_mb_end": streaming[-1]["rss_mb"], "frames_at_end": streaming[-1]["frames"],
+            "rss_mb_peak": max(s["rss_mb"] for s in streaming),
+            "rss_mb_per_1000_frames_second_half": None if slope is None else round(slope, 3),
+            "rss_mb_while_closing": max(closing) if closing else None}
 
 
 def main() -> None:
@@ -220,9 +225,10 @@ def main() -> None:
           "(an untrained model: masks alike, so order is proven by the overlay frames below) |\n"
           f"| overlay video frames | {check['overlay_frames']} |\n"
           f"| overlay frame K closest to input K (not K-1, K+1) | {args.frames - check['overlay_order_mismatched_count']} / {args.frames} |\n"
-          f"| RSS after 5 % of the frames | {rss['rss_mb_warm']:.1f} MB |\n"
-          f"| RSS at the end | {rss['rss_mb_end']:.1f} MB |\n"
-          f"| RSS peak | {rss['rss_mb_peak']:.1f} MB |\n"
+          f"| RSS after {rss['frames_at_warm']} frames (warm) | {rss['rss_mb_warm']:.1f} MB |\n"
+          f"| RSS after {rss['frames_at_end']} frames (last sample while streaming) | {rss['rss_mb_end']:.1f} MB |\n"
+          f"| RSS peak while streaming | {rss['rss_mb_peak']:.1f} MB |\n"
+          f"| RSS while closing the outputs (after the last frame) | {rss['rss_mb_while_closing']} MB |\n"
           f"| RSS slope over the second half | {rss['rss_mb_per_1000_frames_second_half']} MB per 1000 frames "
           f"(flat means < {FLAT_MB_PER_1000} and end - warm < 20 MB: {rss['flat']}) |\n"
           f"| verdict | {'every frame written once, in order; RSS flat' if ok else 'FAILED'} |\n")

@@ -283,3 +283,21 @@ def test_deploy_cli_and_errors(int8_bundle: Path, tmp_path: Path) -> None:
     res = runner.invoke(main, ["deploy", str(copy), "--triton", str(tmp_path / "m2")])
     assert res.exit_code == 2 and "model.onnx changed" in res.output
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_deepstream_scaling_filter_follows_the_resize_definition(dyn_bundle: Path, tmp_path: Path) -> None:
+    assert read_bundle(dyn_bundle).manifest["preprocessing"]["resize"] == "bilinear", "training records bilinear"
+    res = write_deepstream(dyn_bundle, tmp_path / "new")
+    text = (tmp_path / "new" / DS_CONFIG).read_text()
+    assert "scaling-filter=1\n" in text and "is the same definition" in text
+    assert not any("resize" in w for w in res.warnings)
+    old = tmp_path / "old"  # a bundle from before the field: pil_bilinear, which nvinfer cannot reproduce
+    shutil.copytree(dyn_bundle, old)
+    m = json.loads((old / "manifest.json").read_text())
+    del m["preprocessing"]["resize"]
+    (old / "manifest.json").write_text(json.dumps(m))
+    res = write_deepstream(old, tmp_path / "ds-old")
+    text = (tmp_path / "ds-old" / DS_CONFIG).read_text()
+    assert "scaling-filter=1\n" in text and "is NOT the same" in text
+    assert any("resize=pil_bilinear" in w and "no such filter" in w for w in res.warnings)
+    assert "no such filter" in (tmp_path / "ds-old" / "README.md").read_text()
