@@ -1,35 +1,112 @@
-"""Atomic file writes: write to a temporary file in the target folder, then rename over the target,
-so an interrupted run never leaves a half-written file."""
+"""Atomic, durable file writes: write to a temporary file in the target folder, fsync it, rename it
+over the target, fsync the folder; an interrupted run (Ctrl-C, SIGKILL, power cut) leaves the old
+file or the complete new one under the name, never a half-written or empty one.
+
+Files and folders get the modes a plain ``open()`` / ``mkdir`` gives under the user's umask
+(0644 / 0755 under umask 022): ``tempfile.mkstemp`` / ``mkdtemp`` would force 0600 / 0700, so a
+Triton or DeepStream process running as another user could not read what edgeseg wrote.
+"""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 from edgeseg.errors import EdgesegError
 
+FILE_MODE = 0o666  # before the umask, as open() uses
+DIR_MODE = 0o777  # before the umask, as mkdir uses
 
-def ensure_parent(path: str | Path) -> Path:
-    """Return ``path`` as a Path; fail with a one-line error if its folder does not exist."""
+
+def make_dirs(folder: str | Path, flag: str = "") -> Path:
+    """Create ``folder`` and its missing parents; a one-line error when that is impossible."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
+        raise EdgesegError(f"{flag}{' ' if flag else ''}{folder}: cannot create this folder: {blocker} is a file; expected a folder "
+                           "path; choose another path") from None
+    except OSError as e:
+        raise EdgesegError(f"{flag}{' ' if flag else ''}{folder}: cannot create this folder ({e.strerror or type(e).__name__}); "
+                           "expected a folder you can create; choose another path") from None
+    return folder
+
+
+def ensure_parent(path: str | Path, create: bool = False) -> Path:
+    """Return ``path`` as a Path once it can be written as a file: not a folder, and its missing parent
+    folders creatable (no file in the way); ``create=True`` creates them (the check alone leaves no trace)."""
     path = Path(path)
-    if not path.parent.is_dir():
-        raise EdgesegError(f"output folder {path.parent} does not exist; create it first or choose another path")
+    if path.is_dir():
+        raise EdgesegError(f"{path} is a folder; expected a file path to write; choose another path")
+    if create:
+        make_dirs(path.parent)
+        return path
+    existing = next(p for p in [path.parent, *path.parent.parents] if p.exists() or p == Path(p.anchor or "."))
+    if existing.exists() and not existing.is_dir():
+        raise EdgesegError(f"{path}: cannot create folder {path.parent}: {existing} is a file; expected a folder "
+                           "path; choose another path")
     return path
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's or a folder's data and metadata to the storage device."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | Path) -> None:
+    """fsync every file and folder under ``root`` (folders after their contents), then ``root``."""
+    for folder, dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            if not os.path.islink(os.path.join(folder, name)):
+                fsync_path(os.path.join(folder, name))
+        fsync_path(folder)
+
+
+def new_temp_file(folder: Path, prefix: str, suffix: str = ".tmp") -> Path:
+    """Create an empty, unique file in ``folder`` with the umask's mode (unlike mkstemp's 0600)."""
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+            return path
+        except FileExistsError:
+            continue
+    raise EdgesegError(f"cannot create a temporary file in {folder} (100 names taken); clean the folder")
+
+
+def new_temp_dir(folder: Path, prefix: str) -> Path:
+    """Create an empty, unique folder in ``folder`` with the umask's mode (unlike mkdtemp's 0700)."""
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            os.mkdir(path, DIR_MODE)
+            return path
+        except FileExistsError:
+            continue
+    raise EdgesegError(f"cannot create a temporary folder in {folder} (100 names taken); clean the folder")
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is renamed to ``path``, on error removed."""
-    path = ensure_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+def atomic_path(path: str | Path, sync_folder: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` for the caller to write (and close); on success it is
+    fsynced and renamed to ``path`` (then the folder is fsynced unless ``sync_folder=False``: callers
+    writing many files sync the folder once at the end); on error it is removed."""
+    path = ensure_parent(path, create=True)
+    tmp_path = new_temp_file(path.parent, f".{path.name}.")
     try:
         yield tmp_path
+        fsync_path(tmp_path)
         os.replace(tmp_path, path)
+        if sync_folder:
+            fsync_path(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -55,6 +55,9 @@ class Runner(abc.ABC):
     """Base runner: subclasses implement ``_activate``, ``_infer`` and optionally ``_deactivate``."""
 
     name: str = "runner"
+    # True when infer() may run from several threads at once: the runtime call is thread-safe and the
+    # runner keeps no per-call state (last_latency_ms aside: it is the latest call's, from any thread).
+    thread_safe: bool = False
 
     def __init__(self) -> None:
         self.is_active = False

@@ -32,6 +32,7 @@ class OrtRunner(Runner):
     """``providers``: names from PROVIDERS in priority order, or "auto" (what this install offers)."""
 
     name = "onnxruntime"
+    thread_safe = True  # InferenceSession.run is documented thread-safe; inputs and outputs are per call
 
     def __init__(self, path: str | Path, providers: list[str] | str = "cpu", threads: int = 0,
                  spinning: bool = True) -> None:

@@ -15,6 +15,7 @@ UNBOUNDED = 1 << 20
 
 class TorchRunner(Runner):
     name = "torch"
+    thread_safe = True  # an eval-mode module under no_grad keeps no state between calls
 
     def __init__(self, model: nn.Module, device: str = "cpu", half: bool = False, channels_last: bool = False) -> None:
         super().__init__()

@@ -5,7 +5,8 @@
          + model.int8.trt.onnx (TensorRT layout) + calibration.cache (TensorRT 8.6/10 implicit INT8)
       -> model.engine (when TensorRT and a GPU are here) -> mIoU on the val split -> manifest.json
 
-Everything is written into a staging folder that replaces ``out`` only on success.
+Everything is written into a staging folder that replaces ``out`` only on success (edgeseg.out_dir:
+``out`` may be missing, empty or an earlier edgeseg bundle; anything else needs ``overwrite``).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.backends.tensorrt import tensorrt_available
-from edgeseg.bundle.manifest import read_bundle, staging_dir, write_manifest
+from edgeseg.bundle.manifest import check_bundle_out, read_bundle, staging_dir, write_manifest
 from edgeseg.errors import EdgesegError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -45,6 +46,7 @@ class BuildOptions:
     trt_version_for_cache: str = "8.6.1"
     workspace_gb: float = 2.0
     dla_core: int | None = None
+    overwrite: bool = False  # replace ``out`` even when it holds files that are not an edgeseg bundle's
 
 
 @dataclass
@@ -92,6 +94,7 @@ def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> Buil
                            "here and finish on the device with `edgeseg build --from DIR --backend trt`")
     if opts.precision == "int8" and opts.data is None:
         raise EdgesegError("--precision int8 needs --data SPEC for the calibration images")
+    check_bundle_out(opts.out, opts.overwrite)
     t0 = time.time()
     notes: list[str] = []
     with staging_dir(opts.out) as stage:
@@ -223,7 +226,7 @@ def finish_engine(bundle_dir: Path, workspace_gb: float = 2.0, dla_core: int | N
     verify_bundle(bundle)
     with staging_dir(Path(bundle_dir)) as stage:
         for name in bundle.manifest["files"]:
-            shutil.copyfile(bundle.root / name, stage / name)
+            shutil.copyfile(bundle.member(name), stage / name)
         manifest = dict(bundle.manifest)
         roles = dict(manifest["roles"])
         manifest["engine"] = build_engine_into(stage, roles, manifest, bundle.precision, workspace_gb, dla_core, log)

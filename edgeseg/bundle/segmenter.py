@@ -9,9 +9,16 @@ the prediction comes back at the frame's size (logits resized bilinearly, then a
 Runner choice for backend="auto": the TensorRT engine when TensorRT, a GPU and a compatible
 engine are here; otherwise ONNX Runtime with the INT8 (cpu layout) model for int8 bundles and
 the FP32 model otherwise (FP16 brings no speed on CPU).
+
+Threads: one Segmenter may be called from several threads at once and every call returns its own
+frame's result. Runners that are thread-safe (ONNX Runtime, PyTorch) run the calls concurrently;
+others (TensorRT: one execution context and its device buffers) are serialized by a lock. Call
+``close()`` once every call has returned; ``runner.last_latency_ms`` is the latest call's, from any thread.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +78,7 @@ class Segmenter:
         if color not in ("RGB", "BGR"):
             raise EdgesegError(f"color must be 'RGB' or 'BGR' (OpenCV frames), got {color!r}")
         self.bundle, self.runner, self.color = bundle, runner.activate(), color
+        self._lock = contextlib.nullcontext() if runner.thread_safe else threading.Lock()  # see the module docstring
         self.preprocessing = bundle.preprocessing
         self.classes, self.palette = bundle.classes, bundle.palette
 
@@ -88,20 +96,22 @@ class Segmenter:
     def __call__(self, frame: np.ndarray, logits: bool = False):
         rgb = self._check(frame)
         x = self.preprocessing(np.ascontiguousarray(rgb))[None]
-        out = self.runner.infer(x)
+        with self._lock:
+            out = self.runner.infer(x)
         if logits:
             scores = resize_logits(out, frame.shape[:2])
             return scores[0].argmax(0).astype(np.uint8 if scores.shape[1] <= 256 else np.int32), scores[0]
         return labels_from_logits(out, frame.shape[:2])[0]
 
     def close(self) -> None:
-        self.runner.deactivate()
+        with self._lock:
+            self.runner.deactivate()
 
 
 def load(path: str | Path, backend: str = "auto", color: str = "RGB", threads: int = 0,
          verify: bool = True) -> Segmenter:
     """Open a bundle (checking every file's sha256 unless ``verify=False``) and pick its runner."""
-    bundle = read_bundle(path)
+    bundle = read_bundle(path, check_hashes=verify)
     if verify:
         verify_bundle(bundle)
     return Segmenter(bundle, choose_runner(bundle, backend, threads), color)

@@ -29,7 +29,10 @@ def _quick_checkpoint(out: Path, log) -> Path:
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None, help="FP32 ONNX with edgeseg metadata.")
 @click.option("--data", default=None, help="Dataset spec: calibration (train split) and build-time mIoU (val split).")
 @click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Bundle folder (default build/PRECISION).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Bundle folder (default build/PRECISION; created with its parents). Replaces an earlier bundle "
+                   "or an empty folder; anything else is refused unless --overwrite.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT even when it holds files that are not an edgeseg bundle's.")
 @click.option("--from", "from_dir", type=click.Path(path_type=Path), default=None,
               help="Existing bundle: add the TensorRT engine on the device (with --backend trt).")
 @click.option("--input-size", default=None, help="Export HxW (default: the checkpoint's).")
@@ -41,7 +44,7 @@ def _quick_checkpoint(out: Path, log) -> Path:
 @click.option("--val-limit", type=int, default=None, help="Evaluate on the first N val images only.")
 @click.option("--dla-core", type=int, default=None)
 def build_cmd(precision: str, checkpoint: Path | None, onnx_path: Path | None, data: str | None, backend: str,
-              out: Path | None, from_dir: Path | None, input_size: str | None, dynamic: str | None, calib_count: int,
+              out: Path | None, overwrite: bool, from_dir: Path | None, input_size: str | None, dynamic: str | None, calib_count: int,
               calibrator: str, max_miou_drop: float | None, val_limit: int | None, dla_core: int | None) -> None:
     """Build an artifact bundle; with only --precision, the self-contained synthetic demo."""
     from rich.console import Console
@@ -53,15 +56,19 @@ def build_cmd(precision: str, checkpoint: Path | None, onnx_path: Path | None, d
     if from_dir is not None:
         result = finish_engine(from_dir, dla_core=dla_core, log=log)
     else:
-        out = out or Path("build") / precision
-        out.parent.mkdir(parents=True, exist_ok=True)
+        from edgeseg.bundle.manifest import check_bundle_out
+        from edgeseg.io_utils import make_dirs
+
+        out = check_bundle_out(out or Path("build") / precision, overwrite)  # before the demo's training
+        make_dirs(out.parent)
         if checkpoint is None and onnx_path is None:
             checkpoint = _quick_checkpoint(out.parent, log)
             data = data or DEMO_DATA
         result = build_bundle(BuildOptions(precision=precision, out=out, checkpoint=checkpoint, onnx=onnx_path,
                                            data=data, backend=backend, input_size=parse_size(input_size), dynamic=dynamic,
                                            calib_count=calib_count, calibrator=calibrator,
-                                           max_miou_drop=max_miou_drop, val_limit=val_limit, dla_core=dla_core),
+                                           max_miou_drop=max_miou_drop, val_limit=val_limit, dla_core=dla_core,
+                                           overwrite=overwrite),
                               log=log)
     _print_summary(console, result.out, result.manifest, result.seconds)
     for note in result.notes:

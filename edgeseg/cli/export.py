@@ -12,11 +12,10 @@ from edgeseg.errors import EdgesegError
 
 
 def _export_source(checkpoint: Path | None, model_name: str | None, weights: Path | None,
-                   num_classes: int | None):
+                   num_classes: int | None, preprocessing=None):
     """(model, metadata, default input size) for export: an edgeseg checkpoint, torchvision weights,
-    or an untrained ``--model NAME --num-classes N`` (for benchmarks)."""
-    from edgeseg.data import Preprocessing
-
+    or an untrained ``--model NAME --num-classes N`` (for benchmarks). The last two record no
+    preprocessing: ``preprocessing()`` builds the one the user states (or refuses)."""
     if checkpoint is not None:
         from edgeseg.models.checkpoint import load_checkpoint
 
@@ -28,16 +27,17 @@ def _export_source(checkpoint: Path | None, model_name: str | None, weights: Pat
     if weights is not None:
         from edgeseg.models import load_torchvision_state_dict
 
+        pre = preprocessing(f"--weights {weights}")  # before loading: a missing flag fails fast
         model = load_torchvision_state_dict(model_name, weights, num_classes)
-        # torchvision weights: ImageNet preprocessing and generic class names
-        return model, {"model": model_name, "preprocessing": Preprocessing(), "weights": "torchvision"}, None
+        return model, {"model": model_name, "preprocessing": pre, "weights": "torchvision"}, None
     if num_classes is None:
         raise EdgesegError(f"--model {model_name} without --weights exports untrained weights and needs --num-classes N; "
                            "pass --weights FILE or --num-classes")
     from edgeseg.models import ModelConfig, build_model
 
+    pre = preprocessing(f"--model {model_name} without --weights (untrained)")
     model = build_model(ModelConfig(model_name, num_classes)).eval()
-    return model, {"model": model_name, "preprocessing": Preprocessing(), "weights": "untrained"}, None
+    return model, {"model": model_name, "preprocessing": pre, "weights": "untrained"}, None
 
 
 def _print_fusion(console, fusion) -> None:
@@ -81,18 +81,33 @@ def _print_fusion(console, fusion) -> None:
 @click.option("--parity-data", default=None, help="Dataset spec KIND:PATH for parity on real frames (default random).")
 @click.option("--parity-split", default="val", show_default=True)
 @click.option("--parity-images", default=8, show_default=True)
+@click.option("--imagenet-preprocessing", is_flag=True, help="With --weights or --num-classes: record torchvision's "
+              "ImageNet mean/std (a checkpoint carries its own; these models carry none).")
+@click.option("--mean", default=None, help="With --weights or --num-classes: R,G,B mean in 0-1 units.")
+@click.option("--std", default=None, help="With --weights or --num-classes: R,G,B std in 0-1 units.")
+@click.option("--scale", type=float, default=None, help="With --mean/--std: pixel scale (default 1/255).")
+@click.option("--resize", type=click.Choice(["bilinear", "pil_bilinear"]), default=None,
+              help="With --weights or --num-classes: the resize definition to record (default bilinear).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def export_cmd(checkpoint: Path | None, model_name: str | None, weights: Path | None, num_classes: int | None,
                out: Path, input_size: str | None, batch: int, dynamic: str | None, min_size: str | None,
                max_size: str | None, max_batch: int | None, opset: int, argmax: bool, no_fuse: bool,
                fuse_strategy: str, parity_data: str | None, parity_split: str, parity_images: int,
-               as_json: bool) -> None:
+               imagenet_preprocessing: bool, mean: str | None, std: str | None, scale: float | None,
+               resize: str | None, as_json: bool) -> None:
     """Fuse, export to ONNX (opset 17, TensorRT-parsable), simplify, and check parity with ONNX Runtime."""
     from edgeseg.export.onnx_export import default_bounds, export_onnx, parity_images_from_dataset
     from edgeseg.io_utils import ensure_parent
 
+    from edgeseg.cli.group import explicit_preprocessing
+
     ensure_parent(out)  # fail before any work
-    model, meta, ckpt_size = _export_source(checkpoint, model_name, weights, num_classes)
+    if checkpoint is not None and (imagenet_preprocessing or mean or std or scale or resize):
+        raise EdgesegError("--checkpoint records its own preprocessing; drop --imagenet-preprocessing/--mean/--std/"
+                           "--scale/--resize so the export cannot drift from training")
+    model, meta, ckpt_size = _export_source(
+        checkpoint, model_name, weights, num_classes,
+        lambda what: explicit_preprocessing(what, mean, std, scale, imagenet_preprocessing, resize))
     size = parse_size(input_size) or (tuple(ckpt_size) if ckpt_size else (360, 480))
     bounds = default_bounds(size, batch, dynamic)
     lo, hi = parse_size(min_size), parse_size(max_size)

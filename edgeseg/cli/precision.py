@@ -7,13 +7,12 @@ from pathlib import Path
 
 import click
 
-from edgeseg.cli.group import main
+from edgeseg.cli.group import explicit_preprocessing, main
 from edgeseg.errors import EdgesegError
 
 
 def _preprocessing(onnx_path: Path, mean: str | None, std: str | None, scale: float | None):
     """The model's preprocessing from its ONNX metadata; --mean/--std/--scale only where it has none."""
-    from edgeseg.data import Preprocessing
     from edgeseg.export.metadata import read_preprocessing
 
     found = read_preprocessing(onnx_path)
@@ -22,15 +21,7 @@ def _preprocessing(onnx_path: Path, mean: str | None, std: str | None, scale: fl
             raise EdgesegError(f"{onnx_path} already records its preprocessing ({found.to_dict()}); drop --mean/--std "
                                "so calibration cannot drift from training")
         return found
-    if not (mean and std):
-        raise EdgesegError(f"{onnx_path} has no preprocessing metadata and no --mean/--std were given; pass e.g. "
-                           "--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (and --scale 1/255 units), or re-export "
-                           "with edgeseg export")
-    try:
-        return Preprocessing(mean=tuple(float(v) for v in mean.split(",")), std=tuple(float(v) for v in std.split(",")),
-                             scale=scale if scale is not None else 1 / 255)
-    except ValueError:
-        raise EdgesegError(f"--mean/--std must be 3 comma-separated numbers, got {mean!r} / {std!r}") from None
+    return explicit_preprocessing(f"{onnx_path} (no edgeseg metadata)", mean, std, scale)
 
 
 @main.command("calibrate")
@@ -47,17 +38,23 @@ def _preprocessing(onnx_path: Path, mean: str | None, std: str | None, scale: fl
 @click.option("--compare", is_flag=True, help="Try every calibrator and report INT8 mIoU on --val-split.")
 @click.option("--val-split", default="val", show_default=True)
 @click.option("--layout", type=click.Choice(["cpu", "trt"]), default="cpu", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace --out FILE.json even when it is not a calibration manifest.")
 def calibrate_cmd(onnx_path: Path, data: str, split: str, count: int, seed: int, out: Path, mean: str | None,
-                  std: str | None, scale: float | None, compare: bool, val_split: str, layout: str) -> None:
+                  std: str | None, scale: float | None, compare: bool, val_split: str, layout: str,
+                  overwrite: bool) -> None:
     """Draw a class-stratified calibration set, write its manifest and check it (calibration doctor)."""
     from edgeseg.quantize.calib_set import draw_calibration_set
     from edgeseg.quantize.pipeline import calibration_stats, compare_calibrators, miou_evaluator
 
     pre = _preprocessing(onnx_path, mean, std, scale)
     manifest, warnings = draw_calibration_set(data, split, count, pre, seed)
-    if out.suffix != ".json":
-        out.mkdir(parents=True, exist_ok=True)
-    path = manifest.save(out)
+    from edgeseg.io_utils import ensure_parent, make_dirs
+
+    if out.suffix == ".json":
+        ensure_parent(out)
+    else:
+        make_dirs(out)
+    path = manifest.save(out, overwrite)
     click.echo(f"calibration set: {manifest.count} images from {data} {split} -> {path} (sha256 {manifest.sha256[:12]})")
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -56,12 +56,14 @@ def models_cmd(input_size: str, num_classes: int, pattern: str) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace OUT even when it holds files other than an earlier run's best.pt / last.pt.")
 @click.option("--max-train-samples", type=int, default=None, hidden=True)
 @click.option("--max-val-samples", type=int, default=None, hidden=True)
 def train_cmd(model_name: str, data: str, epochs: int, out: Path, batch_size: int, lr: float | None, optimizer: str,
               weight_decay: float, crop: str | None, input_size: str | None, class_weights: str,
               output_stride: str | None, width: float, dense: bool, workers: int, seed: int, device: str,
-              resume: bool, max_train_samples: int | None, max_val_samples: int | None) -> None:
+              resume: bool, overwrite: bool, max_train_samples: int | None, max_val_samples: int | None) -> None:
     """Train a model; runs unchanged under `torchrun --nproc_per_node N`."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -71,7 +73,7 @@ def train_cmd(model_name: str, data: str, epochs: int, out: Path, batch_size: in
                       optimizer=optimizer, weight_decay=weight_decay, crop=parse_size(crop), input_size=parse_size(input_size),
                       class_weights=class_weights, output_stride=int(output_stride) if output_stride else None,
                       width=width, separable=False if dense else None, workers=workers, seed=seed, device=device,
-                      resume=resume, max_train_samples=max_train_samples, max_val_samples=max_val_samples)
+                      resume=resume, overwrite=overwrite, max_train_samples=max_train_samples, max_val_samples=max_val_samples)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:.1f} img/s"), TimeRemainingColumn(),
                   transient=True, disable=not sys.stderr.isatty()) as bar:

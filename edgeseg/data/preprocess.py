@@ -1,7 +1,9 @@
 """The one preprocessing definition shared by training, evaluation, calibration and deployment.
 
 Contract: an RGB uint8 frame (H, W, 3) becomes a float32 tensor (3, H', W') by
-  1. resizing to ``size`` (H', W') with bilinear filtering when ``size`` is set,
+  1. resizing to ``size`` (H', W') by the ``resize`` definition when ``size`` is set (edgeseg.data.resize:
+     "bilinear", plain half-pixel bilinear, the default for new models; "pil_bilinear", PIL's
+     antialiasing BILINEAR, what a dict without the field means, so old checkpoints keep theirs),
   2. reordering channels to ``channel_order`` (the order the network was trained on),
   3. ``(pixel * scale - mean) / std`` per channel, mean/std listed in ``channel_order``.
 Masks follow step 1 with nearest-neighbour resizing. Every runner reads this from the
@@ -13,8 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
-
+import edgeseg.data.resize as _resize
 from edgeseg.errors import EdgesegError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -28,6 +29,7 @@ class Preprocessing:
     scale: float = 1.0 / 255.0
     channel_order: str = "RGB"
     size: tuple[int, int] | None = None  # (H, W) network input; None keeps the frame size
+    resize: str = _resize.DEFAULT_RESIZE  # see edgeseg.data.resize
 
     def __post_init__(self) -> None:
         if self.channel_order not in ("RGB", "BGR"):
@@ -38,20 +40,15 @@ class Preprocessing:
             raise EdgesegError(
                 f"mean and std need 3 values with std > 0, got mean={self.mean} std={self.std}; pass three positive stds"
             )
+        _resize.check_resize_method(self.resize)
 
     def resize_image(self, image: np.ndarray) -> np.ndarray:
-        """Bilinear resize of an (H, W, 3) uint8 RGB frame to ``size``; unchanged when size is None."""
-        if self.size is None or tuple(image.shape[:2]) == tuple(self.size):
-            return image
-        h, w = self.size
-        return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        """Resize an (H, W, 3) uint8 RGB frame to ``size`` by ``resize``; unchanged when size is None."""
+        return image if self.size is None else _resize.resize_image(image, self.size, self.resize)
 
     def resize_mask(self, mask: np.ndarray) -> np.ndarray:
         """Nearest-neighbour resize of an (H, W) label mask to ``size``."""
-        if self.size is None or tuple(mask.shape[:2]) == tuple(self.size):
-            return mask
-        h, w = self.size
-        return np.asarray(Image.fromarray(mask).resize((w, h), Image.NEAREST))
+        return mask if self.size is None else _resize.resize_mask(mask, self.size)
 
     def normalize(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (3, H, W) float32 network input, without resizing."""
@@ -87,9 +84,10 @@ class Preprocessing:
                 scale=float(d.get("scale", 1.0 / 255.0)),
                 channel_order=str(d.get("channel_order", "RGB")),
                 size=(int(size[0]), int(size[1])) if size else None,
+                resize=str(d.get("resize", _resize.LEGACY_RESIZE)),
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise EdgesegError(
-                f"preprocessing needs mean, std (3 values each), scale, channel_order, size; got {d!r} ({e}); "
+                f"preprocessing needs mean, std (3 values each), scale, channel_order, size, resize; got {d!r} ({e}); "
                 "re-export the model or pass --mean/--std"
             ) from None

@@ -1,4 +1,5 @@
-"""Training-time augmentation on numpy arrays (PIL for resizing; no torch).
+"""Training-time augmentation on numpy arrays (images resized by the model's resize definition,
+edgeseg.data.resize; masks nearest-neighbour).
 
 Contract: ``TrainAugment(crop)(image, mask, rng)`` takes an RGB uint8 image (H, W, 3) and a
 uint8 mask (H, W) and returns a new pair of exactly ``crop`` = (h, w). The mask is only
@@ -8,8 +9,7 @@ the input's set of values plus 255 (void).
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
-
+from edgeseg.data.resize import DEFAULT_RESIZE, check_resize_method, resize_image, resize_mask
 from edgeseg.errors import EdgesegError
 
 PAD_IMAGE = (124, 116, 104)  # ImageNet mean in 0..255: padding normalises to ~0
@@ -22,7 +22,8 @@ class TrainAugment:
     ``scale`` is the (min, max) resize factor drawn uniformly; ``color_jitter`` = j draws
     brightness, contrast and saturation factors from [1 - j, 1 + j] (0 disables). Pass an
     ``rng`` per call for reproducible, per-sample randomness; without one an internal
-    generator seeded with ``seed`` is used.
+    generator seeded with ``seed`` is used. ``resize`` is the image resize definition of the model's
+    preprocessing (edgeseg.data.resize), so training sees the frames deployment produces.
     """
 
     def __init__(
@@ -32,6 +33,7 @@ class TrainAugment:
         hflip: bool = True,
         color_jitter: float = 0.2,
         seed: int | None = None,
+        resize: str = DEFAULT_RESIZE,
     ) -> None:
         if len(crop) != 2 or any(int(c) != c or c < 1 for c in crop):
             raise EdgesegError(f"crop must be two positive integers (H, W), got {crop!r}; e.g. --crop 256x256")
@@ -44,6 +46,7 @@ class TrainAugment:
         self.hflip = bool(hflip)
         self.color_jitter = float(color_jitter)
         self.seed = seed
+        self.resize = check_resize_method(resize)
         self._rng = np.random.default_rng(seed)
 
     def __repr__(self) -> str:
@@ -74,8 +77,8 @@ class TrainAugment:
         h, w = mask.shape
         nh, nw = max(1, int(round(h * s))), max(1, int(round(w * s)))
         if (nh, nw) != (h, w):
-            image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
-            mask = np.asarray(Image.fromarray(mask).resize((nw, nh), Image.NEAREST))
+            image = resize_image(image, (nh, nw), self.resize)
+            mask = resize_mask(mask, (nh, nw))
 
         # 2. pad to at least the crop, at a random offset
         ph, pw = max(ch - nh, 0), max(cw - nw, 0)

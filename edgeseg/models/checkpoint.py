@@ -61,6 +61,15 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, half: bool = False) -> N
         torch.save(payload, tmp)
 
 
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is an edgeseg checkpoint (tensors memory-mapped, not read: cheap for big files)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # any unreadable or foreign file
+        return False
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and validate a checkpoint; errors say what was expected and what was found."""
     path = Path(path)

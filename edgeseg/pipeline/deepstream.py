@@ -47,7 +47,10 @@ DS_ONNX = "model.ds.onnx"
 DS_OUTPUT = "probs"
 NETWORK_MODES = {"fp32": 0, "int8": 1, "fp16": 2}  # nvinfer network-mode
 COLOR_FORMATS = {"RGB": 0, "BGR": 1}  # nvinfer model-color-format (2 = GRAY)
-SCALING_FILTER_BILINEAR = 1  # NvBufSurfTransform_Inter_Bilinear: edgeseg resizes bilinearly
+# nvinfer scaling-filter per edgeseg resize definition (edgeseg.data.resize): NvBufSurfTransform_Inter_Bilinear
+# = 1 is plain bilinear. PIL's antialiasing bilinear has no nvinfer equivalent: bilinear is the nearest.
+SCALING_FILTERS = {"bilinear": 1, "pil_bilinear": 1}
+EXACT_SCALING = {"bilinear": True, "pil_bilinear": False}
 
 # ----------------------------------------------------------------------------- nvinfer keys and ranges
 # Source: NVIDIA DeepStream SDK Developer Guide, "Gst-nvinfer" > "Gst-nvinfer File Configuration
@@ -232,13 +235,23 @@ def _write_softmax_onnx(src: Path, dst: Path) -> TensorInfo:
     return inputs[0]
 
 
+def resize_warning(pre: Preprocessing) -> str | None:
+    """Why nvinfer's scaling cannot reproduce the model's resize (None when it can)."""
+    if EXACT_SCALING[pre.resize]:
+        return None
+    return (f"the model was trained with resize={pre.resize} (PIL BILINEAR, antialiased when downscaling); nvinfer "
+            "has no such filter, so scaling-filter=1 (plain bilinear) is set and frames larger than the network "
+            "input reach the model less smoothed than in training: check mIoU on the device, or retrain with "
+            "resize=bilinear (the default for new checkpoints) and rebuild")
+
+
 def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: TensorInfo | None = None,
                    batch_size: int | None = None, segmentation_threshold: float = 0.0,
                    gpu_id: int = 0) -> tuple[str, list[str]]:
     """(config text, warnings) for ``bundle`` as written next to ``onnx_name`` by write_deepstream."""
     pre = bundle.preprocessing
     norm = nvinfer_normalization(pre)
-    warnings = [norm.warning] if norm.warning else []
+    warnings = [w for w in (norm.warning, resize_warning(pre)) if w]
     dims = input_info.dims if input_info is not None else ()
     lo, hi = batch_bounds(bundle, dims)
     batch = batch_size if batch_size is not None else (opt_shape(bundle) or [lo])[0]
@@ -265,7 +278,7 @@ def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: Tens
     header = cache.read_text().splitlines()[0] if mode == "int8" else ""
     std = ", ".join(fmt_number(s) for s in pre.std)
     lines = [
-        f"# DeepStream Gst-nvinfer config for the edgeseg bundle {bundle.root.name} ({m.get('model')}, {mode}, "
+        f"{DS_HEADER} {bundle.root.name} ({m.get('model')}, {mode}, "
         f"{len(bundle.classes)} classes), written by edgeseg {m.get('edgeseg_version')}.",
         f"# Keys and ranges checked against: {NVINFER_DOC}.",
         "# Preprocessing: nvinfer computes y = net-scale-factor * (x - offsets[c]) on 0..255 pixels in "
@@ -274,6 +287,11 @@ def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: Tens
         "# offsets = mean / scale (exact). nvinfer has ONE scale factor for all channels, so the per-channel std is",
         f"# APPROXIMATED by the mean std {fmt_number(norm.mean_std)}: net-scale-factor = scale / mean std, and channel c",
         f"# comes out scaled by std[c] / mean std (largest deviation {100 * norm.max_rel_error:.2f}%).",
+        f"# Resize: the model was trained with resize={pre.resize}; scaling-filter={SCALING_FILTERS[pre.resize]} "
+        + ("(NvBufSurfTransform_Inter_Bilinear) is the same definition: plain bilinear, half-pixel centres."
+           if EXACT_SCALING[pre.resize] else
+           "(plain bilinear) is NOT the same: nvinfer has no antialiased (PIL) bilinear; see the README warning."),
+        "# On a Jetson nvinfer scales on the VIC by default (scaling-compute-hw=0); scaling-compute-hw=1 uses the GPU.",
         f"# Output: {onnx_name} is the bundle's FP32 ONNX plus a Softmax over classes (output '{DS_OUTPUT}'), so",
         "# segmentation-threshold compares probabilities (0.0 = plain argmax, every pixel labelled).",
         f"# Engine: nvinfer builds it from {onnx_name} on the first start ({mode.upper()}"
@@ -307,7 +325,7 @@ def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: Tens
         "gie-unique-id=1",
         "interval=0",
         "maintain-aspect-ratio=0",
-        f"scaling-filter={SCALING_FILTER_BILINEAR}",
+        f"scaling-filter={SCALING_FILTERS[pre.resize]}",
     ]
     if dla_core is not None:
         lines += ["enable-dla=1", f"use-dla-core={dla_core}"]
@@ -339,15 +357,27 @@ def _gst_readme(bundle: Bundle, size: tuple[int, int], warnings: list[str]) -> s
     )
 
 
+DS_HEADER = "# DeepStream Gst-nvinfer config for the edgeseg bundle"
+DS_FILES = (DS_CONFIG, DS_ONNX, "labels.txt", "calibration.cache", "README.md")
+
+
+def _own_deepstream_entry(path: Path) -> bool:
+    """What write_deepstream writes, and the engines nvinfer saves next to the config on first start."""
+    engine = path.name.startswith(f"{DS_ONNX}_b") and path.name.endswith(".engine")
+    return path.is_file() and not path.is_symlink() and (path.name in DS_FILES or engine)
+
+
 def write_deepstream(bundle_dir: str | Path, out: str | Path, *, batch_size: int | None = None,
-                     segmentation_threshold: float = 0.0, verify: bool = True) -> DeployResult:
+                     segmentation_threshold: float = 0.0, verify: bool = True,
+                     overwrite: bool = False) -> DeployResult:
     """Write the nvinfer config, labels.txt, model.ds.onnx (+ calibration.cache for INT8) and a README
-    with a gst-launch line into ``out`` (replaced as a whole; a foreign non-empty folder is refused)."""
-    bundle = read_bundle(bundle_dir)
+    with a gst-launch line into ``out``, replaced as a whole: a folder edgeseg deploy wrote (with the
+    engines nvinfer saved there, which are stale for a new model) or an empty one; anything else
+    only with ``overwrite``."""
+    out = check_target(Path(out), DS_CONFIG, DS_HEADER, _own_deepstream_entry, "--deepstream", overwrite)
+    bundle = read_bundle(bundle_dir, check_hashes=verify)
     if verify:
         verify_bundle(bundle)
-    out = Path(out)
-    check_target(out, DS_CONFIG)
     with staging_dir(out) as stage:
         info = _write_softmax_onnx(bundle.file("fp32"), stage / DS_ONNX)
         text, warnings = nvinfer_config(bundle, input_info=info, batch_size=batch_size,

@@ -1,11 +1,13 @@
 """What both deployment targets (DeepStream, Triton) read from a bundle: model I/O, batch and input bounds."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeseg.bundle.manifest import Bundle
 from edgeseg.errors import EdgesegError
+from edgeseg.out_dir import check_out_dir, first_foreign
 
 # ----------------------------------------------------------------------------- model I/O
 
@@ -93,9 +95,17 @@ def fmt_number(x: float) -> str:
     return repr(float(f"{x:.9g}"))
 
 
-def check_target(out: Path, marker: str) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).exists())):
-        raise EdgesegError(f"{out} exists and holds other files; expected a new or empty folder (or one edgeseg "
-                           "deploy wrote before, which is replaced); choose another folder")
+def check_target(out: Path, config: str, header: str, own: Callable[[Path], bool], flag: str,
+                 overwrite: bool = False) -> Path:
+    """The output-folder rule (edgeseg.out_dir) for a deploy folder: it may be replaced when its
+    ``config`` starts with edgeseg's ``header`` and every entry is ``own`` (what deploy, or the
+    runtime, writes there)."""
+    def foreign(folder: Path) -> Path | None:
+        path = folder / config
+        if not (path.is_file() and path.read_text(errors="replace").startswith(header)):
+            return path if path.exists() else next(iter(sorted(folder.iterdir())), None)
+        return first_foreign(folder, own)
+
+    return check_out_dir(out, foreign, "edgeseg deploy output", overwrite=overwrite, flag=flag)
 
 

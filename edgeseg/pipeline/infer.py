@@ -10,7 +10,10 @@ stays flat however long the stream and frames stay in order:
 
 Outputs under ``out``: ``labels/NAME.png`` (class index per pixel, 8-bit grey, frame size) for
 every frame; for image inputs also ``masks/NAME.png`` (palette colours) and ``overlays/NAME.png``
-(blend + legend); for video, camera and stream inputs ``STEM_overlay.mp4`` (or ``.avi``) instead.
+(blend + legend); for video, camera and stream inputs ``STEM_overlay.mp4`` (or ``.avi``) instead;
+and ``edgeseg-infer.json`` (bundle and source), which marks the folder as an infer output.
+``out`` follows the output-folder rule (edgeseg.out_dir): missing, empty or an earlier infer output,
+which is emptied first; anything else is refused unless ``overwrite``.
 Every file appears complete or not at all: PNGs are written atomically, the video is written under
 a hidden name and renamed when it is closed, also after Ctrl-C / ``stop``. A frame that fails to
 decode is skipped and counted; the stream goes on.
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeseg.pipeline.predict import BatchPredictor, resolve_batch
-from edgeseg.pipeline.sinks import ImageSink, SinkGroup, VideoSink, prepare_out
+from edgeseg.pipeline.sinks import ImageSink, SinkGroup, VideoSink, check_infer_out, prepare_out
 from edgeseg.pipeline.sources import open_source
 from edgeseg.pipeline.threaded import QUEUE_SIZE, PipelineStats, run_pipeline
 
@@ -40,19 +43,22 @@ class InferResult:
 
 def infer(bundle: str | Path, source: str | int | Iterable, out: str | Path, *, backend: str = "auto",
           batch: int | None = None, max_frames: int | None = None, overlays: bool = True, alpha: float = 0.5,
-          queue_size: int = QUEUE_SIZE, threads: int = 0, verify: bool = True, stop: threading.Event | None = None,
+          queue_size: int = QUEUE_SIZE, threads: int = 0, verify: bool = True, overwrite: bool = False,
+          stop: threading.Event | None = None,
           progress: Callable[[int, int | None, float], None] | None = None) -> InferResult:
     """Segment every frame of ``source`` (see ``open_source``) with the bundle and write the outputs
     described in the module docstring under ``out``. ``progress(done, total_or_None, fps)``."""
     from edgeseg.bundle.segmenter import load
 
+    out = check_infer_out(out, overwrite)
     src = open_source(source) if isinstance(source, (str, int, Path)) else source
     seg = None
     sink = None
     try:
         seg = load(bundle, backend=backend, threads=threads, verify=verify)
         n = resolve_batch(batch, seg.runner.input_spec)
-        out = prepare_out(out)
+        out = prepare_out(out, {"bundle": str(bundle), "source": str(source) if isinstance(source, (str, int, Path))
+                                else type(source).__name__})
         kind = getattr(src, "kind", "frames")
         is_images = kind == "images"
         sinks: list = [ImageSink(out, seg.classes, seg.palette, masks=is_images, overlays=is_images and overlays,

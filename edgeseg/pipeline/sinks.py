@@ -1,22 +1,30 @@
 """Output sinks for `edgeseg infer`: label / palette / overlay PNGs and the overlay video."""
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-from edgeseg.io_utils import atomic_path
+from edgeseg.io_utils import atomic_path, atomic_write_text, fsync_path, make_dirs
+from edgeseg.out_dir import check_out_dir, clear_dir, first_foreign
 from edgeseg.pipeline.sources import Frame, opencv
 
 DEFAULT_VIDEO_FPS = 25.0  # output video rate when the source does not report one (cameras, some streams)
 VIDEO_CODECS = ((".mp4", "mp4v"), (".avi", "MJPG"))  # tried in order; both are in opencv-python-headless
 
+INFER_MARKER = "edgeseg-infer.json"  # written first into every infer output folder: what makes it one
+IMAGE_DIRS = ("labels", "masks", "overlays")
+_OWN_FILE = re.compile(r"[^/]+_overlay\.(mp4|avi)|\..+\.partial\.(mp4|avi)|\..+\.tmp")
+
+
 def _save_png(path: Path, array: np.ndarray) -> None:
     from PIL import Image
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, sync_folder=False) as tmp:  # the folders are fsynced once, at close()
         Image.fromarray(array).save(tmp, format="PNG")
 
 
@@ -43,7 +51,9 @@ class ImageSink:
                       overlay(frame.rgb, labels, self.classes, self.palette, self.alpha))
 
     def close(self) -> None:
-        pass
+        for name, wanted in self.dirs.items():
+            if wanted:
+                fsync_path(self.out / name)
 
 
 class VideoSink:
@@ -94,7 +104,9 @@ class VideoSink:
         self._writer.release()
         self._writer = None
         if self.frames:
+            fsync_path(self._tmp)
             os.replace(self._tmp, self.path)
+            fsync_path(self.out)
         else:
             self._tmp.unlink(missing_ok=True)
 
@@ -112,14 +124,33 @@ class SinkGroup:
             sink.close()
 
 
-def prepare_out(out: str | Path) -> Path:
-    """Create ``out`` (and its parents) and check that files can be written there."""
+def _own_infer_entry(path: Path) -> bool:
+    if path.is_dir() and not path.is_symlink():
+        return path.name in IMAGE_DIRS
+    return path.name == INFER_MARKER or bool(_OWN_FILE.fullmatch(path.name))
+
+
+def infer_foreign(out: Path) -> Path | None:
+    """For the output-folder rule: the first entry of ``out`` that an earlier `edgeseg infer` did not
+    write (any entry when the folder has no INFER_MARKER, i.e. is not an infer output)."""
+    if not (out / INFER_MARKER).is_file():
+        return next(iter(sorted(out.iterdir())), None)
+    return first_foreign(out, _own_infer_entry)
+
+
+def check_infer_out(out: str | Path, overwrite: bool = False) -> Path:
+    """The output-folder rule (edgeseg.out_dir) for an infer output folder, before any work."""
+    return check_out_dir(out, infer_foreign, "edgeseg infer output", overwrite=overwrite)
+
+
+def prepare_out(out: str | Path, about: dict | None = None) -> Path:
+    """Create ``out`` (and its parents), empty it (call ``check_infer_out`` first: it holds an earlier
+    infer output, or --overwrite was given) and write INFER_MARKER, which also checks it is writable."""
     out = Path(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".edgeseg-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        make_dirs(out)
+        clear_dir(out)
+        atomic_write_text(out / INFER_MARKER, json.dumps({"format": "edgeseg.infer", **(about or {})}, indent=1))
     except OSError as e:
         raise EdgesegError(f"cannot write to output folder {out} ({e.strerror or type(e).__name__}); "
                            "expected a folder you can create and write; choose another --out") from None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edgeseg.bundle.manifest import Bundle, read_bundle, staging_dir, verify_bundle
 from edgeseg.errors import EdgesegError
+from edgeseg.io_utils import make_dirs
 from edgeseg.pipeline.deploy_io import (
     DeployResult,
     batch_bounds,
@@ -34,7 +35,7 @@ def _triton_source(bundle: Bundle) -> tuple[str, Path, Path]:
     engine = bundle.file("engine")
     if engine is not None:
         source = (bundle.manifest.get("engine") or {}).get("source") or bundle.manifest["roles"]["fp32"]
-        described = bundle.root / source
+        described = bundle.member(source)
         return "tensorrt_plan", engine, described
     variant = bundle.file(bundle.precision) or bundle.file("fp32")
     return "onnxruntime_onnx", variant, variant
@@ -70,11 +71,12 @@ def triton_config(bundle: Bundle, model_name: str) -> tuple[str, Path, str]:
     strip = (lambda d: tuple(d[1:])) if batched else tuple  # Triton's dims leave out the batch dim when batching
     pre = bundle.preprocessing
     lines = [
-        f"# Triton model for the edgeseg bundle {bundle.root.name} ({bundle.manifest.get('model')}, "
+        f"{TRITON_HEADER} {bundle.root.name} ({bundle.manifest.get('model')}, "
         f"{bundle.precision}).",
         f"# Clients send preprocessed NCHW float32: (x * {fmt_number(pre.scale)} - mean) / std per channel in "
         f"{pre.channel_order} order,",
-        f"# mean {list(pre.mean)}, std {list(pre.std)}, resized to {list(pre.size) if pre.size else 'any size'}.",
+        f"# mean {list(pre.mean)}, std {list(pre.std)}, resized to {list(pre.size) if pre.size else 'any size'} "
+        f"with resize={pre.resize} (see edgeseg.data.resize).",
         "# Outputs are per-class scores (N, C, H, W): argmax over axis 1 gives the class map (names in labels.txt).",
         f'name: "{model_name}"',
         f'platform: "{platform}"',
@@ -92,25 +94,31 @@ def triton_model_name(bundle: Bundle) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
+TRITON_HEADER = "# Triton model for the edgeseg bundle"
+VERSION_FILES = ("model.onnx", "model.plan")
+
+
+def _own_triton_entry(path: Path) -> bool:
+    if path.name == "1" and path.is_dir() and not path.is_symlink():
+        return all(p.name in VERSION_FILES and p.is_file() for p in path.iterdir())
+    return path.name in ("config.pbtxt", "labels.txt") and path.is_file()
+
+
 def write_triton(bundle_dir: str | Path, repository: str | Path, *, model_name: str | None = None,
-                 verify: bool = True) -> DeployResult:
+                 verify: bool = True, overwrite: bool = False) -> DeployResult:
     """Write ``repository/NAME/config.pbtxt``, ``NAME/1/model.onnx`` (or ``model.plan``) and
-    ``NAME/labels.txt``; other models in the repository are left alone, NAME is replaced."""
-    bundle = read_bundle(bundle_dir)
+    ``NAME/labels.txt``; other models in the repository are left alone. NAME may be replaced when
+    edgeseg wrote it (and nothing else is in it), else only with ``overwrite``."""
+    bundle = read_bundle(bundle_dir, check_hashes=verify)
     if verify:
         verify_bundle(bundle)
     name = model_name or triton_model_name(bundle)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
         raise EdgesegError(f"Triton model name {name!r} must use letters, digits, '_', '.', '-'; "
                            "pass another --model-name")
-    repository = Path(repository)
-    try:
-        repository.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EdgesegError(f"cannot create the model repository {repository} ({e.strerror}); "
-                           "choose another --triton") from None
-    target = repository / name
-    check_target(target, "config.pbtxt")
+    target = check_target(Path(repository) / name, "config.pbtxt", TRITON_HEADER, _own_triton_entry, "--triton",
+                          overwrite)
+    make_dirs(target.parent, "--triton")
     text, model_file, file_name = triton_config(bundle, name)
     with staging_dir(target) as stage:
         (stage / "1").mkdir()

@@ -61,12 +61,33 @@ class CalibrationManifest:
     def default_name(self) -> str:
         return f"{self.source['kind']}-{self.source['split']}-{self.count}-{self.sha256[:8]}.json"
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write to ``path`` (a folder: under ``default_name()`` there). An existing file there is
+        replaced only when it is a calibration manifest, or with ``overwrite``."""
         path = Path(path)
         if path.is_dir():
             path = path / self.default_name()
+        if path.exists() and not overwrite and not _is_manifest(path):
+            raise EdgesegError(f"--out {path} exists and is not an edgeseg calibration manifest, and writing it would "
+                               "replace it; choose another --out or pass --overwrite")
         atomic_write_text(path, self.to_json())
         return path
+
+
+def _is_manifest(path: Path) -> bool:
+    try:
+        load_manifest(path)
+    except EdgesegError:
+        return False
+    return True
+
+
+def manifest_image_path(root: Path, relative: Any) -> Path:
+    """``root / relative`` for a manifest entry, refused unless it is a relative path inside ``root``
+    (no '..', no absolute path, no symlink leading out): a manifest cannot make edgeseg read elsewhere."""
+    from edgeseg.out_dir import contained_path
+
+    return contained_path(root, relative, "calibration manifest image path")
 
 
 def _class_presence(dataset: SegmentationDataset) -> np.ndarray:
@@ -205,7 +226,7 @@ def iter_manifest_images(manifest: CalibrationManifest, root: str | Path | None 
         else:
             if root is None:
                 raise EdgesegError("the manifest has no dataset root; pass --data KIND:ROOT for its images")
-            file = root / entry["path"]
+            file = manifest_image_path(root, entry["path"])
             if not file.is_file():
                 raise EdgesegError(f"calibration image {file} is missing: expected the manifest's file under {root}; "
                                    "pass the right dataset root or re-create the manifest")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeseg.io_utils import atomic_path
 from edgeseg.quantize.qdq import quantize_qdq
 from edgeseg.quantize.sensitivity import LayerSensitivity
 
@@ -55,6 +56,6 @@ def quantize_with_guard(fp32_path: str | Path, out_path: str | Path, ranges: dic
                 break
         if latency_of is not None:
             report.latency_ms = {"int8": latency_of(full), "mixed": latency_of(candidate)}
-        shutil.copyfile(candidate, Path(out_path).with_suffix(".tmp-guard"))
-        Path(out_path).with_suffix(".tmp-guard").replace(out_path)
+        with atomic_path(out_path) as tmp:  # a unique temporary name, removed when the copy fails
+            shutil.copyfile(candidate, tmp)
     return report

@@ -5,6 +5,10 @@ Poly learning rate (power 0.9) stepped per iteration, SGD or AdamW, cross-entrop
 dataset's ignore index and optional median-frequency class weights, random scale / crop / flip /
 colour augmentation, AMP on CUDA, per-epoch validation mIoU, ``best.pt`` and ``last.pt``
 checkpoints written atomically by rank 0, and ``resume`` from ``last.pt``.
+
+``out`` follows the output-folder rule (edgeseg.out_dir): missing, empty, or an earlier training
+run (only ``best.pt`` / ``last.pt`` edgeseg checkpoints), which is replaced; anything else needs
+``overwrite``. ``resume`` continues the run already in ``out``.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from edgeseg.data import Preprocessing, TrainAugment, open_dataset
 from edgeseg.data.torch_dataset import TorchSegmentation, class_pixel_frequencies, median_frequency_weights
 from edgeseg.errors import EdgesegError
-from edgeseg.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from edgeseg.io_utils import make_dirs
+from edgeseg.models.checkpoint import Checkpoint, is_checkpoint, load_checkpoint, save_checkpoint
 from edgeseg.models.registry import ModelConfig, build_model
 from edgeseg.train.evaluate import evaluate
 
@@ -52,6 +57,27 @@ class TrainConfig:
     val_split: str = "val"
     max_train_samples: int | None = None  # for smoke tests
     max_val_samples: int | None = None
+    overwrite: bool = False  # replace ``out`` even when it holds files that are not an earlier run's
+
+
+CHECKPOINT_NAMES = ("best.pt", "last.pt")
+
+
+def _own_train_file(path: Path) -> bool:
+    """best.pt / last.pt edgeseg checkpoints, and the temporary files a killed save leaves."""
+    if path.name in CHECKPOINT_NAMES:
+        return path.is_file() and is_checkpoint(path)
+    return path.is_file() and path.name.endswith(".tmp") and path.name.startswith(tuple(f".{n}." for n in CHECKPOINT_NAMES))
+
+
+def check_train_out(cfg: "TrainConfig") -> Path:
+    """The output-folder rule for a training run (``resume`` continues the run in ``out``)."""
+    from edgeseg.out_dir import check_out_dir, first_foreign
+
+    if cfg.resume:
+        return Path(cfg.out)
+    return check_out_dir(cfg.out, lambda out: first_foreign(out, _own_train_file), "edgeseg training run",
+                         overwrite=cfg.overwrite)
 
 
 @dataclass
@@ -111,6 +137,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = _resolve_device(cfg.device, local_rank)
+    check_train_out(cfg)  # every rank, before any writes
     distributed = world > 1
     if distributed and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -127,7 +154,11 @@ def _train(cfg: TrainConfig, device: torch.device, world: int, rank: int, is_mai
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     if is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        from edgeseg.out_dir import clear_dir
+
+        make_dirs(out)
+        if not cfg.resume:  # the rule was checked in train(): what is here may be replaced
+            clear_dir(out)
     train_set = open_dataset(cfg.data, "train")
     val_set = open_dataset(cfg.data, cfg.val_split)
     if train_set.num_classes != val_set.num_classes:
@@ -137,7 +168,7 @@ def _train(cfg: TrainConfig, device: torch.device, world: int, rank: int, is_mai
     frame_size = tuple(int(s) for s in sample_image.shape[:2])
     preprocessing = Preprocessing(size=cfg.input_size)
     crop = cfg.crop or cfg.input_size or frame_size
-    augment = TrainAugment(crop=crop, scale=cfg.scale)
+    augment = TrainAugment(crop=crop, scale=cfg.scale, resize=preprocessing.resize)
     model_cfg = ModelConfig(cfg.model, train_set.num_classes, cfg.output_stride, cfg.width, cfg.separable).resolved()
     # channels_last roughly doubles CPU training speed for these convnets (measured: 6.4 -> 13.2 img/s)
     model = build_model(model_cfg).to(device, memory_format=torch.channels_last)

@@ -158,9 +158,17 @@ def test_bad_export_arguments_are_one_line_errors(kwargs, message: str, tmp_path
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_missing_output_folder_is_refused_before_any_work(tmp_path: Path) -> None:
-    with pytest.raises(EdgesegError, match="does not exist"):
-        export_onnx(nn.Identity(), tmp_path / "no" / "m.onnx")
+def test_output_under_a_file_is_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(EdgesegError, match="is a file"):
+        export_onnx(nn.Identity(), tmp_path / "file" / "m.onnx")
+    with pytest.raises(EdgesegError, match="is a folder"):
+        export_onnx(nn.Identity(), tmp_path)
+
+
+def test_missing_output_parents_are_created(tmp_path: Path) -> None:
+    out = tmp_path / "a" / "b" / "m.onnx"
+    assert export_onnx(_model("fcn_mobilenet_v2"), out, input_size=SIZE).ok and out.is_file()
 
 
 def test_reading_bad_files(tmp_path: Path) -> None:
@@ -190,12 +198,16 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
     cut.write_bytes(b"\x08\x07\x12\x04abc")  # a protobuf cut mid-field
     for args, message in [
         (["check", cut], "truncated"),
-        (["export", "--model", "fcn_mobilenet_v2", "--num-classes", "3", "--out", tmp_path / "no" / "m.onnx"],
-         "does not exist"),
+        (["export", "--model", "fcn_mobilenet_v2", "--num-classes", "3", "--out", tmp_path / "cut.onnx" / "m.onnx",
+          "--imagenet-preprocessing"], "is a file"),
+        (["export", "--model", "fcn_mobilenet_v2", "--num-classes", "3", "--out", tmp_path / "m.onnx"],
+         "records no preprocessing and edgeseg will not guess one"),
+        (["export", "--model", "fcn_mobilenet_v2", "--num-classes", "3", "--out", tmp_path / "m.onnx", "--mean",
+          "0.5,0.5", "--std", "0.2,0.2,0.2"], "--mean must be 3 comma-separated numbers"),
         (["export", "--out", tmp_path / "m.onnx"], "expected --checkpoint"),
         (["export", "--model", "fcn_resnet50", "--out", tmp_path / "m.onnx"], "needs --num-classes"),
         (["export", "--model", "fcn_mobilenet_v2", "--num-classes", "3", "--out", tmp_path / "m.onnx",
-          "--max-batch", "4"], "--max-batch needs --dynamic"),
+          "--imagenet-preprocessing", "--max-batch", "4"], "--max-batch needs --dynamic"),
     ]:
         res = _run(*args)
         assert res.exit_code == 2, res.output
@@ -208,10 +220,12 @@ def test_cli_export_json_report(tmp_path: Path) -> None:
 
     out = tmp_path / "m.onnx"
     res = _run("export", "--model", "deeplabv3plus_mobilenet_v2", "--num-classes", "4", "--out", out,
-               "--input-size", "48x64", "--dynamic", "hw", "--min-size", "32x32", "--max-size", "96x128", "--json")
+               "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--input-size", "48x64", "--dynamic", "hw", "--min-size", "32x32", "--max-size", "96x128", "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)
     assert report["ok"] and report["shape_bounds"]["input"]["min"] == [1, 3, 32, 32]
+    pre = read_onnx_metadata(out)["preprocessing"]
+    assert pre["mean"] == [0.5, 0.5, 0.5] and pre["std"] == [0.25] * 3 and pre["resize"] == "bilinear"
     assert [b["choice"] for b in report["fusion"]["blocks"]] == ["keep"] * 5
     assert _run("check", out, "--trt", "8.6").exit_code == 0
 
@@ -276,6 +290,9 @@ def test_torchvision_weights_export_matches_torchvision(name: str, tmp_path: Pat
     torch.save(tv.state_dict(), weights)
     out = tmp_path / "tv.onnx"
     res = _run("export", "--model", name, "--weights", weights, "--out", out, "--input-size", "64x80")
+    assert res.exit_code == 2 and "edgeseg will not guess one" in res.output and not out.exists()
+    res = _run("export", "--model", name, "--weights", weights, "--out", out, "--input-size", "64x80",
+               "--imagenet-preprocessing")
     assert res.exit_code == 0, res.output
     x = _x(1, (64, 80))
     got, ref = _ort(out, x), _torch(tv, x)

@@ -275,10 +275,29 @@ def test_deploy_cli_and_errors(int8_bundle: Path, tmp_path: Path) -> None:
     with open(copy / "model.onnx", "ab") as f:
         f.write(b"\0")
     for args, message in [([], "expected --deepstream DIR and/or --triton DIR"),
-                          (["--deepstream", str(foreign)], "holds other files"),
-                          (["--deepstream", str(tmp_path / "no" / "such" / "dir")], "does not exist")]:
+                          (["--deepstream", str(foreign)], "notes.txt is a file that is not part of an edgeseg deploy")]:
         res = runner.invoke(main, ["deploy", str(int8_bundle), *args])
         assert res.exit_code == 2 and res.output.count("\n") == 1 and message in res.output, res.output
+    res = runner.invoke(main, ["deploy", str(int8_bundle), "--deepstream", str(tmp_path / "no" / "such" / "dir")])
+    assert res.exit_code == 0 and (tmp_path / "no" / "such" / "dir" / "config_infer_edgeseg.txt").is_file()
     res = runner.invoke(main, ["deploy", str(copy), "--triton", str(tmp_path / "m2")])
     assert res.exit_code == 2 and "model.onnx changed" in res.output
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_deepstream_scaling_filter_follows_the_resize_definition(dyn_bundle: Path, tmp_path: Path) -> None:
+    assert read_bundle(dyn_bundle).manifest["preprocessing"]["resize"] == "bilinear", "training records bilinear"
+    res = write_deepstream(dyn_bundle, tmp_path / "new")
+    text = (tmp_path / "new" / DS_CONFIG).read_text()
+    assert "scaling-filter=1\n" in text and "is the same definition" in text
+    assert not any("resize" in w for w in res.warnings)
+    old = tmp_path / "old"  # a bundle from before the field: pil_bilinear, which nvinfer cannot reproduce
+    shutil.copytree(dyn_bundle, old)
+    m = json.loads((old / "manifest.json").read_text())
+    del m["preprocessing"]["resize"]
+    (old / "manifest.json").write_text(json.dumps(m))
+    res = write_deepstream(old, tmp_path / "ds-old")
+    text = (tmp_path / "ds-old" / DS_CONFIG).read_text()
+    assert "scaling-filter=1\n" in text and "is NOT the same" in text
+    assert any("resize=pil_bilinear" in w and "no such filter" in w for w in res.warnings)
+    assert "no such filter" in (tmp_path / "ds-old" / "README.md").read_text()

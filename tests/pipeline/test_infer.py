@@ -244,7 +244,7 @@ def test_error_paths_are_one_line(bundle, tmp_path: Path) -> None:
         ([str(tmp_path / "missing.mp4")], "does not exist"),
         ([str(garbage)], "cannot open"),
         (["99"], "camera 99 is not available"),
-        ([str(image), "--out", str(image / "sub")], "cannot write to output folder"),
+        ([str(image), "--out", str(image / "sub")], f"{image} is a file"),
         ([str(image), "--batch", "64"], "does not fit the bundle"),
     ]
     for args, message in cases:

@@ -230,6 +230,31 @@ def test_guard_keeps_the_sensitive_layer_in_float_and_recovers(tmp_path: Path) -
     assert (tmp_path / "guarded.onnx").is_file()
 
 
+def test_guard_leaves_no_temporary_file_when_the_final_copy_fails(tmp_path: Path, monkeypatch) -> None:
+    import errno
+    import shutil
+
+    import edgeseg.quantize.guard as guard
+
+    fp32 = _export(_OneSensitiveLayer(), tmp_path / "sens.onnx", (32, 32))
+    inputs = [np.random.default_rng(i).standard_normal((1, 3, 32, 32)).astype(np.float32) for i in range(2)]
+    ranges = activation_ranges(collect_stats(fp32, inputs), "minmax", "cpu")
+    out = tmp_path / "out"
+    out.mkdir()
+    real_copy = shutil.copyfile
+
+    def disk_full(src, dst):  # the copy writes part of the file, then the disk is full
+        real_copy(src, dst)
+        with open(dst, "r+b") as f:
+            f.truncate(100)
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(guard.shutil, "copyfile", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        quantize_with_guard(fp32, out / "guarded.onnx", ranges, "cpu", lambda path: 100.0, 0.5, [])
+    assert list(out.iterdir()) == [], "neither a partial model nor a temporary file is left"
+
+
 def test_cli_calibrate_and_quantize(fp32: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("EDGESEG_CACHE", str(tmp_path / "cache"))
     runner = CliRunner()
@@ -250,7 +275,8 @@ def test_cli_calibrate_and_quantize(fp32: Path, tmp_path: Path, monkeypatch) -> 
     assert json.loads(res.output.strip().splitlines()[-1])["stats_cache_hit"] is True  # another calibrator, no re-run
     res = runner.invoke(main, ["quantize", "--onnx", str(fp32), "--precision", "int8",
                                "--out", str(tmp_path / "nope" / "m.onnx")])
-    assert res.exit_code == 2 and "does not exist" in res.output
+    assert res.exit_code == 2 and "needs --calib" in res.output
+    assert not (tmp_path / "nope").exists(), "a refused command creates no folders"
 
 
 def test_doctor_flags_unnormalised_inputs_and_missing_classes() -> None:
