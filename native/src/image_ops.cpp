@@ -43,7 +43,7 @@ inline float bilinear(float p00, float p01, float p10, float p11, const Tap& tx,
 }
 
 inline uint8_t round_u8(float v) {
-  float r = std::nearbyint(v);  // ties to even (torch.round / numpy.rint)
+  float r = std::floor(v + 0.5f);  // half up, as edgeseg.data.resize.bilinear (and OpenCV's fixed point) rounds
   return static_cast<uint8_t>(r < 0 ? 0 : (r > 255 ? 255 : r));
 }
 

@@ -174,10 +174,10 @@ static void test_resize() {
   uint8_t block[4] = {10, 20, 30, 40}, one = 0;
   edgeseg::resize_bilinear_u8(block, 2, 2, 2, 1, &one, 1, 1, 1);
   CHECK(one == 25);
-  // ties round to even: (1 + 2) / 2 = 1.5 -> 2, (2 + 3) / 2 = 2.5 -> 2
+  // ties round half up (edgeseg.data.resize.bilinear): (1 + 2) / 2 = 1.5 -> 2, (2 + 3) / 2 = 2.5 -> 3
   uint8_t row[4] = {1, 2, 2, 3}, half[2];
   edgeseg::resize_bilinear_u8(row, 1, 4, 4, 1, half, 1, 2, 2);
-  CHECK(half[0] == 2 && half[1] == 2);
+  CHECK(half[0] == 2 && half[1] == 3);
 }
 
 static void test_labels() {

@@ -72,28 +72,11 @@ def network_size(bundle: Path) -> tuple[int, int]:
 
 
 def torch_resize_u8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The agreed "bilinear" definition: torch interpolate (half-pixel, no antialias) in float32 on the
-    uint8 values of a contiguous NCHW tensor, rounded to nearest (ties to even), stored as uint8."""
-    t = torch.from_numpy(image).permute(2, 0, 1).contiguous()[None].float()
-    out = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=False)
-    return out.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    """The Python side's "bilinear" definition (edgeseg.data.resize): torch interpolate (half-pixel, no
+    antialias) in float32 on the uint8 values, rounded half up, stored as uint8."""
+    from edgeseg.data.resize import bilinear
 
-
-def run_app(app: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(app), *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
-def write_frames(folder: Path, frames: list[np.ndarray]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, f in enumerate(frames):
-        paths.append(folder / f"frame{i:02d}.png")
-        Image.fromarray(f).save(paths[-1])
-    return paths
-
-
-def read_labels(out: Path, name: str) -> np.ndarray:
-    return np.asarray(Image.open(out / "labels" / f"{name}.png"))
+    return bilinear(image, size)
 
 
 # ----------------------------------------------------------------------------- build, ctest, compile checks

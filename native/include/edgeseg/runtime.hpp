@@ -129,7 +129,7 @@ std::string sha256_hex(const uint8_t* data, std::size_t size);
 
 // Bilinear resize, half-pixel centres, edge clamp, no antialiasing (torch interpolate
 // align_corners=False) of an interleaved uint8 image, computed in float32 and rounded to the
-// nearest integer (ties to even). src/dst rows are `*_stride` bytes.
+// nearest integer, ties half up (floor(v + 0.5), as edgeseg.data.resize.bilinear). src/dst rows are `*_stride` bytes.
 void resize_bilinear_u8(const uint8_t* src, int src_h, int src_w, std::size_t src_stride, int channels,
                         uint8_t* dst, int dst_h, int dst_w, std::size_t dst_stride);
 

@@ -68,7 +68,7 @@ __global__ void preprocess_kernel(FrameView f, int net_h, int net_w, float3 mean
     const int rc = bgr ? 2 - c : c;  // network channel c reads RGB channel rc
     float value;
     if (resize) {
-      float r = rintf(bilinear(pixel(f, tx.i0, ty.i0, rc), pixel(f, tx.i1, ty.i0, rc), pixel(f, tx.i0, ty.i1, rc),
+      float r = floorf(0.5f + bilinear(pixel(f, tx.i0, ty.i0, rc), pixel(f, tx.i1, ty.i0, rc), pixel(f, tx.i0, ty.i1, rc),
                                pixel(f, tx.i1, ty.i1, rc), tx, ty));
       value = r < 0 ? 0 : (r > 255 ? 255 : r);
     } else {
