@@ -64,7 +64,7 @@ def test_two_cpu_processes_train_together_under_torchrun(tmp_path: Path) -> None
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "2 process(es) (distributed backend: gloo)" in proc.stdout + proc.stderr
+    assert "2 process(es) (distributed backend: gloo, SyncBatchNorm)" in proc.stdout + proc.stderr
     history = load_checkpoint(out / "last.pt").train_state["history"]
     # 16 images, 2 per process per step, 2 processes: each process takes 4 steps over its half of the data.
     assert history[0]["world_size"] == 2 and history[0]["steps"] == 4
