@@ -21,20 +21,24 @@ def models_cmd(input_size: str, num_classes: int, pattern: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from edgeseg.models import MODEL_NAMES, TORCHVISION_NAMES, ModelConfig, build_model, measure_complexity
+    from edgeseg.models import MODEL_NAMES, TORCHVISION_NAMES, ModelConfig, build_model, measure_complexity, split_name
+    from edgeseg.models.backbones import BACKBONE_SPECS
 
     size = parse_size(input_size)
     table = Table(title=f"edgeseg models ({num_classes} classes, MACs at {size[0]}x{size[1]})")
     table.add_column("name", no_wrap=True)
     for col in ("OS", "params (M)", "GMACs", "torchvision"):
         table.add_column(col, justify="right")
+    table.add_column("ImageNet weights (--pretrained imagenet)", overflow="fold")
     for name in MODEL_NAMES:
         if pattern not in name:
             continue
         cfg = ModelConfig(name, num_classes).resolved()
         c = measure_complexity(build_model(cfg), size)
+        backbone = split_name(name)[1]
         table.add_row(name, str(cfg.output_stride), f"{c.params / 1e6:.2f}", f"{c.macs / 1e9:.2f}",
-                      "yes" if name in TORCHVISION_NAMES else "")
+                      "yes" if name in TORCHVISION_NAMES else "",
+                      BACKBONE_SPECS[backbone].imagenet if backbone else "-")
     Console().print(table)
 
 
