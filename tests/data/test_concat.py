@@ -5,21 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from _helpers import write_folder_dataset
 from edgeseg.data import open_dataset
 from edgeseg.data.concat import open_datasets
 from edgeseg.errors import DatasetError
 
 
 def _folder(root: Path, n: int, classes: list[str], value: int) -> Path:
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(n):
-        Image.fromarray(np.full((8, 10, 3), value, np.uint8)).save(root / "images" / f"{i}.png")
-        Image.fromarray(np.full((8, 10), i % len(classes), np.uint8)).save(root / "masks" / f"{i}.png")
-    (root / "classes.txt").write_text("\n".join(classes) + "\n")
-    return root
+    return write_folder_dataset(root, classes, n=n, size=(8, 10), fill=value)
 
 
 def test_train_plus_val_concatenates_the_splits() -> None:

@@ -2,7 +2,6 @@
 at the socket, caches point at temporary folders, classification state_dicts are written locally."""
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 from torchvision.models import mobilenet_v2
 
+from _helpers import block_network
 from edgeseg.errors import CheckpointError
 from edgeseg.models import ModelConfig, build_model
 from edgeseg.models.pretrained import (PretrainedError, file_weights, imagenet_normalization, imagenet_weights,
@@ -21,11 +21,7 @@ MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"  # the name MobileNet_V2_Weights
 @pytest.fixture
 def offline(monkeypatch, tmp_path: Path) -> Path:
     """No network (any connection attempt raises) and empty torch / Hugging Face caches under tmp_path."""
-    def blocked(*args, **kwargs):
-        raise OSError("network blocked by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", blocked)
-    monkeypatch.setattr(socket, "getaddrinfo", blocked)
+    block_network(monkeypatch)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     import huggingface_hub.constants as hf
 

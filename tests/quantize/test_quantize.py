@@ -292,7 +292,7 @@ def test_fp16_scales_for_strongly_typed_tensorrt(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name, width", [("deeplabv1_vgg16", 0.125), ("deeplabv2_mobilenet_v2", 0.35),
-                                         ("unet", 0.125), ("unet_mobilenet_v2", 0.35)])
+                                         ("unet_mobilenet_v2", 0.35)])  # plain unet: the bundle build test
 def test_seed_models_quantize_to_int8(name: str, width: float, tmp_path: Path) -> None:
     from _helpers import randomize_bn
     from edgeseg.export.onnx_export import export_onnx

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 from torchvision.models import mobilenet_v2
 from torchvision.models import segmentation as tvseg
 
+from _helpers import block_network, write_folder_dataset
 from edgeseg.cli import main
 from edgeseg.errors import CheckpointError, EdgesegError
 from edgeseg.models import ModelConfig, build_model
@@ -28,18 +27,6 @@ def _run(*args) -> object:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def three_class_folder(root: Path, n: int = 8) -> Path:
-    """images/ + masks/ of random 48x64 frames with labels 0..2 and a classes.txt."""
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
-        Image.fromarray(rng.integers(0, 3, (48, 64), dtype=np.uint8)).save(root / "masks" / f"{i}.png")
-    (root / "classes.txt").write_text("road\ncar\nsky\n")
-    return root
-
-
 def test_cli_pretrained_file_reports_keys_and_takes_the_weights_normalization(tmp_path: Path) -> None:
     weights = tmp_path / "mobilenet_v2_035.pth"
     torch.save(mobilenet_v2(weights=None, width_mult=0.35).state_dict(), weights)
@@ -53,13 +40,7 @@ def test_cli_pretrained_file_reports_keys_and_takes_the_weights_normalization(tm
 
 
 def test_cli_pretrained_imagenet_offline_is_one_line(monkeypatch, tmp_path: Path) -> None:
-    import socket
-
-    def blocked(*args, **kwargs):
-        raise OSError("network blocked by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", blocked)
-    monkeypatch.setattr(socket, "getaddrinfo", blocked)
+    block_network(monkeypatch)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     res = _run("train", *CLI_TINY, "--data", "synthetic:48x64", "--pretrained", "imagenet", "--out", tmp_path / "r")
     assert res.exit_code == 2 and "Traceback" not in res.output
@@ -76,7 +57,7 @@ def synthetic_checkpoint(tmp_path_factory) -> Path:
 
 
 def test_init_from_an_edgeseg_checkpoint_with_another_class_count(synthetic_checkpoint: Path, tmp_path: Path) -> None:
-    data = f"folder:{three_class_folder(tmp_path / 'three')}"
+    data = f"folder:{write_folder_dataset(tmp_path / 'three', ['road', 'car', 'sky'])}"
     init = load_checkpoint(synthetic_checkpoint)
     assert init.config.num_classes == 8
     logs: list[str] = []

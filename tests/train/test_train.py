@@ -26,35 +26,7 @@ def test_poly_schedule_decays_to_zero() -> None:
     assert f(100) == 0.0 and f(150) == 0.0
 
 
-def test_train_writes_best_and_last_and_resumes(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    first = train(TrainConfig(out=out, epochs=1, **TINY), log=lambda s: None)
-    assert first.best_path.is_file() and first.last_path.is_file()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
-    best = load_checkpoint(first.best_path)
-    assert best.train_state is None and best.meta["epoch"] == 1
-    assert 0.0 <= best.meta["val_miou"] <= 100.0
-    assert len(best.classes) == best.config.num_classes
-
-    resumed = train(TrainConfig(out=out, epochs=2, resume=True, **TINY), log=lambda s: None)
-    assert resumed.epochs_run == 1
-    last = load_checkpoint(resumed.last_path)
-    assert [h["epoch"] for h in last.train_state["history"]] == [1, 2]
-    assert last.train_state["epoch"] == 1
-
-
-def test_resume_refuses_another_model_and_says_when_there_is_no_training_state(tmp_path: Path) -> None:
-    train(TrainConfig(out=tmp_path, epochs=1, **TINY), log=lambda s: None)
-    other = dict(TINY, width=0.5)
-    with pytest.raises(EdgesegError, match="was trained as"):
-        train(TrainConfig(out=tmp_path, epochs=2, resume=True, **other), log=lambda s: None)
-    shutil.copy(tmp_path / "best.pt", tmp_path / "last.pt")  # weights only
-    with pytest.raises(EdgesegError, match="no training state") as e:
-        train(TrainConfig(out=tmp_path, epochs=2, resume=True, **TINY), log=lambda s: None)
-    assert "was trained as" not in str(e.value)
-
-
-def test_single_process_resume_with_ema_continues_the_uninterrupted_run(tmp_path: Path) -> None:
+def test_train_writes_best_and_last_and_a_resume_continues_the_uninterrupted_run(tmp_path: Path) -> None:
     cfg = dict(TINY, ema=0.5, max_train_samples=8)
 
     def interrupt_after_epoch_1(e) -> None:  # what an interrupted run leaves behind
@@ -64,14 +36,30 @@ def test_single_process_resume_with_ema_continues_the_uninterrupted_run(tmp_path
 
     whole = train(TrainConfig(out=tmp_path / "whole", epochs=2, **cfg), log=lambda s: None,
                   on_epoch_end=interrupt_after_epoch_1)
-    resumed = train(TrainConfig(out=tmp_path / "part", epochs=2, resume=True, **cfg), log=lambda s: None)
-    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    assert whole.best_path.is_file() and whole.last_path.is_file()
+    assert not [p for p in whole.last_path.parent.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    best = load_checkpoint(whole.best_path)
+    assert best.train_state is None and best.meta["epoch"] in (1, 2)
+    assert 0.0 <= best.meta["val_miou"] <= 100.0
+    assert len(best.classes) == best.config.num_classes
     assert load_checkpoint(whole.best_ema_path).meta["ema_decay"] == 0.5 and "ema_val_miou" in whole.history[0]
+
+    with pytest.raises(EdgesegError, match="was trained as"):
+        train(TrainConfig(out=tmp_path / "part", epochs=2, resume=True, **dict(cfg, width=0.5)), log=lambda s: None)
+    resumed = train(TrainConfig(out=tmp_path / "part", epochs=2, resume=True, **cfg), log=lambda s: None)
+    assert resumed.epochs_run == 1
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
     a, b = load_checkpoint(whole.last_path), load_checkpoint(resumed.last_path)
+    assert [h["epoch"] for h in b.train_state["history"]] == [1, 2] and b.train_state["epoch"] == 1
     ema_a, ema_b = a.train_state["ema"]["weights"], b.train_state["ema"]["weights"]
     assert all(torch.allclose(v, ema_b[k], atol=1e-6) for k, v in ema_a.items())
     assert all(torch.allclose(v, b.state_dict[k], atol=1e-6) for k, v in a.state_dict.items())
     assert not all(torch.equal(v, a.state_dict[k]) for k, v in ema_a.items()), "EMA weights = model weights"
+
+    shutil.copy(whole.best_path, tmp_path / "part" / "last.pt")  # weights only
+    with pytest.raises(EdgesegError, match="no training state") as e:
+        train(TrainConfig(out=tmp_path / "part", epochs=3, resume=True, **cfg), log=lambda s: None)
+    assert "was trained as" not in str(e.value)
 
 
 def test_val_split_inside_the_training_splits_is_refused(tmp_path: Path) -> None:
