@@ -291,15 +291,15 @@ def test_fp16_scales_for_strongly_typed_tensorrt(tmp_path: Path) -> None:
     assert (a.argmax(1) == b.argmax(1)).mean() > 0.99
 
 
-@pytest.mark.parametrize("name, width", [("deeplabv1_vgg16", 0.125), ("deeplabv2_mobilenet_v2", 0.35),
-                                         ("unet_mobilenet_v2", 0.35)])  # plain unet: the bundle build test
-def test_seed_models_quantize_to_int8(name: str, width: float, tmp_path: Path) -> None:
+# U-Net's INT8 build: tests/bundle/test_build.py::test_int8_bundle_builds_for_unet
+@pytest.mark.parametrize("name, width, stride", [("deeplabv1_vgg16", 0.125, None), ("deeplabv2_mobilenet_v2", 0.35, 16)])
+def test_seed_models_quantize_to_int8(name: str, width: float, stride: int | None, tmp_path: Path) -> None:
     from _helpers import randomize_bn
     from edgeseg.export.onnx_export import export_onnx
 
     torch.manual_seed(0)
     fp32 = tmp_path / "model.onnx"
-    assert export_onnx(randomize_bn(build_model(ModelConfig(name, 8, width=width))), fp32, input_size=(64, 96),
+    assert export_onnx(randomize_bn(build_model(ModelConfig(name, 8, stride, width))), fp32, input_size=(64, 96),
                        metadata={"preprocessing": PRE}).ok
     stats = collect_stats(fp32, iter_calibration_inputs(manifest_from_dataset(SPEC, "train", 4, PRE), PRE))
     q = quantize_qdq(fp32, tmp_path / "int8.onnx", activation_ranges(stats, "percentile", "cpu"), "cpu")
