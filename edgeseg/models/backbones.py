@@ -2,11 +2,16 @@
 
 At output stride 8 or 16 the later stages keep their resolution and use atrous (dilated)
 convolutions instead, as DeepLab does. ResNet and MobileNet come from torchvision (their
-state_dict keys stay torchvision's), aligned Xception-65 from timm.
+state_dict keys stay torchvision's), aligned Xception-65 from timm, and the atrous VGG-16 of
+DeepLab v1 is built here in torchvision's ``features`` layout (so torchvision's VGG-16 weights load).
+
+Each backbone's ``BackboneSpec`` also names its ImageNet weights (a torchvision weights enum or a
+timm pretrained tag) and how a classification state_dict's keys map onto the module's keys.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -86,19 +91,65 @@ class TimmFeatures(nn.Module):
         return {key: feats[i] for key, i in zip(FEATURE_KEYS, self.indices)}
 
 
-BACKBONES: dict[str, Callable[[int, float], nn.Module]] = {
-    "resnet50": lambda os_, w: _resnet(resnet50, os_, w),
-    "resnet101": lambda os_, w: _resnet(resnet101, os_, w),
-    "mobilenet_v2": lambda os_, w: _mobilenet(mobilenet_v2, True, os_, w),
-    "mobilenet_v3_large": lambda os_, w: _mobilenet(mobilenet_v3_large, False, os_, w),
-    "xception65": lambda os_, w: _xception(os_, w),
-}
-
-
 def _xception(output_stride: int, width: float) -> nn.Module:
     if width != 1.0:
         raise ModelError(f"xception65 has no width multiplier, got width={width}; use width 1.0")
     return TimmFeatures("xception65", output_stride)
+
+
+VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+def _vgg16(output_stride: int, width: float) -> nn.Module:
+    """Atrous VGG-16 as in DeepLab v1: Caffe-style 3x3 max pools (padding 1); past ``output_stride``
+    the pools keep stride 1 and the following convs dilate (at 8: pool4/pool5 stride 1, conv5
+    dilation 2). Indices follow torchvision's ``vgg16().features``; ``width`` scales every conv."""
+    layers: list[nn.Module] = []
+    in_ch, stride, dilation = 3, 1, 1
+    for item in VGG16_LAYOUT:
+        if item == "M":
+            step = 2 if stride < output_stride else 1
+            stride, dilation = stride * step, dilation * (2 // step)
+            layers.append(nn.MaxPool2d(3, stride=step, padding=1))
+            continue
+        out_ch = max(1, round(int(item) * width))
+        layers += [nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True)]
+        in_ch = out_ch
+    pools = [i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d)]
+    return IntermediateLayerGetter(nn.Sequential(*layers), {str(i): k for i, k in zip(pools[1:], FEATURE_KEYS)})
+
+
+def _strip_features(key: str) -> str:
+    """torchvision MobileNet / VGG classification keys 'features.N...' -> 'N...' (the module wraps ``features``)."""
+    return key.removeprefix("features.")
+
+
+def _timm_feature_key(key: str) -> str:
+    """timm classification keys 'blocks.3.x' -> 'model.blocks_3.x' (features_only flattens the first level)."""
+    head, _, rest = key.partition(".")
+    first, dot, tail = rest.partition(".")
+    return f"model.{head}_{first}.{tail}" if dot and first.isdigit() else f"model.{key}"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    build: Callable[[int, float], nn.Module]  # (output_stride, width) -> module returning {"c2".."c5"}
+    imagenet: str  # "torchvision:<weights enum member>" or "timm:<pretrained tag>"
+    key_map: Callable[[str], str] = lambda k: k  # classification state_dict key -> module key
+
+
+BACKBONE_SPECS: dict[str, BackboneSpec] = {
+    "resnet50": BackboneSpec(lambda os_, w: _resnet(resnet50, os_, w), "torchvision:ResNet50_Weights.IMAGENET1K_V2"),
+    "resnet101": BackboneSpec(lambda os_, w: _resnet(resnet101, os_, w),
+                              "torchvision:ResNet101_Weights.IMAGENET1K_V2"),
+    "mobilenet_v2": BackboneSpec(lambda os_, w: _mobilenet(mobilenet_v2, True, os_, w),
+                                 "torchvision:MobileNet_V2_Weights.IMAGENET1K_V1", _strip_features),
+    "mobilenet_v3_large": BackboneSpec(lambda os_, w: _mobilenet(mobilenet_v3_large, False, os_, w),
+                                       "torchvision:MobileNet_V3_Large_Weights.IMAGENET1K_V1", _strip_features),
+    "xception65": BackboneSpec(_xception, "timm:xception65.ra3_in1k", _timm_feature_key),
+    "vgg16": BackboneSpec(_vgg16, "torchvision:VGG16_Weights.IMAGENET1K_V1", _strip_features),
+}
+BACKBONES: tuple[str, ...] = tuple(BACKBONE_SPECS)
 
 
 def build_backbone(name: str, output_stride: int, width: float = 1.0) -> tuple[nn.Module, dict[str, int]]:
@@ -107,7 +158,7 @@ def build_backbone(name: str, output_stride: int, width: float = 1.0) -> tuple[n
         raise ModelError(f"unknown backbone {name!r}: expected one of {', '.join(BACKBONES)}")
     if output_stride not in VALID_OUTPUT_STRIDES:
         raise ModelError(f"output stride must be one of {VALID_OUTPUT_STRIDES}, got {output_stride}")
-    module = BACKBONES[name](output_stride, width)
+    module = BACKBONE_SPECS[name].build(output_stride, width)
     with torch.no_grad():
         was_training = module.training
         module.eval()

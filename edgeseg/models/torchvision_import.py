@@ -29,8 +29,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"cannot read {path} as a weights file ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
             "expected a state_dict saved with torch.save or safetensors; re-download or re-save it"
         ) from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict) and "state_dict" in state["model"]:
-        raise CheckpointError(f"{path} is an edgeseg checkpoint, not torchvision weights; pass it as --checkpoint")
+    if isinstance(state, dict) and state.get("format") == "edgeseg.checkpoint":
+        raise CheckpointError(f"{path} is an edgeseg checkpoint, not a plain state_dict; pass it as --checkpoint "
+                              "(or to train as --init)")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds {type(state).__name__}, expected a dict of tensors (a state_dict)")
     return state

@@ -145,3 +145,24 @@ def test_reference_fp32_bundle_matches_pytorch_on_camvid_frames(camvid_root: Pat
         with torch.no_grad():
             ref = model(torch.from_numpy(ckpt.preprocessing(frame))[None])[0].argmax(0).numpy()
         assert (seg(frame) == ref).mean() >= 0.995
+
+
+def test_int8_bundle_builds_for_unet(tmp_path: Path) -> None:
+    # U-Net's graph differs most from DeepLab's (ceil-mode max pools, up-convolutions, crops, concatenations);
+    # every seed family's INT8 quantization is checked in tests/quantize/test_quantize.py
+    ckpt = train(TrainConfig(model="unet", data=SPEC, width=0.125, batch_size=4, epochs=1, max_train_samples=8,
+                             max_val_samples=2, workers=0, out=tmp_path / "ckpt"), log=lambda s: None).best_path
+    out = tmp_path / "int8"
+    build_bundle(BuildOptions(precision="int8", out=out, checkpoint=ckpt, data=SPEC, calib_count=4, val_limit=2),
+                 log=lambda s: None)
+    bundle = read_bundle(out)
+    verify_bundle(bundle)
+    assert {"int8", "int8_trt", "calibration_cache"} <= set(bundle.manifest["roles"])
+    ckpt_loaded = load_checkpoint(ckpt)
+    model = ckpt_loaded.build()
+    seg = edgeseg.load(out, backend="ort")
+    assert seg.runner.path.name == "model.int8.onnx"
+    for frame in [open_dataset(SPEC, "val")[i][0] for i in range(2)]:
+        with torch.no_grad():
+            ref = model(torch.from_numpy(ckpt_loaded.preprocessing(frame))[None])[0].argmax(0).numpy()
+        assert (seg(frame) == ref).mean() >= 0.9

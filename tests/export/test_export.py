@@ -21,14 +21,11 @@ from edgeseg.export.onnx_export import export_onnx
 from edgeseg.models import ModelConfig, build_model
 
 SIZE = (64, 96)
-
-
-
-
+WIDTH = {"deeplabv1_vgg16": 0.125, "unet": 0.125}  # the rest: MobileNetV2 at 0.35
 
 
 def _model(name: str) -> nn.Module:
-    return randomize_bn(build_model(ModelConfig(name, 5, width=0.35)))
+    return randomize_bn(build_model(ModelConfig(name, 5, width=WIDTH.get(name, 0.35))))
 
 
 def _ort(path: Path, x: np.ndarray) -> np.ndarray:
@@ -54,6 +51,10 @@ def _x(n: int, hw: tuple[int, int], seed: int = 1) -> np.ndarray:
     ("fcn8s_mobilenet_v2", "hw", (1, (47, 131))),
     ("deeplabv3_mobilenet_v2", "batch", (3, SIZE)),
     ("deeplabv3plus_mobilenet_v2", "both", (2, (80, 72))),
+    ("deeplabv1_vgg16", None, None),
+    ("deeplabv2_mobilenet_v2", None, None),
+    ("unet", "hw", (1, (47, 131))),  # crops after up-convolutions and ceil-mode pools under dynamic sizes
+    ("unet_mobilenet_v2", None, None),
 ])
 def test_onnx_matches_pytorch(name: str, dynamic: str | None, other, tmp_path: Path) -> None:
     model = _model(name)

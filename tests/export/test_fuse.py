@@ -139,6 +139,8 @@ def test_unknown_strategy_is_refused() -> None:
     ("deeplabv3_mobilenet_v2", "auto"),
     ("deeplabv3plus_mobilenet_v2", "keep"),
     ("deeplabv3plus_mobilenet_v2", "collapse"),
+    ("deeplabv2_mobilenet_v2", "auto"),
+    ("unet_mobilenet_v2", "auto"),
 ])
 def test_whole_models_fuse_to_the_same_logits(name: str, strategy: str) -> None:
     model = randomize_bn(build_model(ModelConfig(name, 5, width=0.35)))

@@ -79,6 +79,23 @@ def torch_resize_u8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return bilinear(image, size)
 
 
+def run_app(app: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(app), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def write_frames(folder: Path, frames: list[np.ndarray]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, f in enumerate(frames):
+        paths.append(folder / f"frame{i:02d}.png")
+        Image.fromarray(f).save(paths[-1])
+    return paths
+
+
+def read_labels(out: Path, name: str) -> np.ndarray:
+    return np.asarray(Image.open(out / "labels" / f"{name}.png"))
+
+
 # ----------------------------------------------------------------------------- build, ctest, compile checks
 
 def test_ctest_passes(native):

@@ -315,3 +315,26 @@ def test_fp16_scales_for_strongly_typed_tensorrt(tmp_path: Path) -> None:
     x = inputs[0]
     a, b = make_session(ref).run(None, {"input": x})[0], make_session(out).run(None, {"input": x})[0]
     assert (a.argmax(1) == b.argmax(1)).mean() > 0.99
+
+
+# U-Net's INT8 build: tests/bundle/test_build.py::test_int8_bundle_builds_for_unet
+@pytest.mark.parametrize("name, width, stride", [("deeplabv1_vgg16", 0.125, None), ("deeplabv2_mobilenet_v2", 0.35, 16)])
+def test_seed_models_quantize_to_int8(name: str, width: float, stride: int | None, tmp_path: Path) -> None:
+    from _helpers import randomize_bn
+    from edgeseg.export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    fp32 = tmp_path / "model.onnx"
+    assert export_onnx(randomize_bn(build_model(ModelConfig(name, 8, stride, width))), fp32, input_size=(64, 96),
+                       metadata={"preprocessing": PRE}).ok
+    stats = collect_stats(fp32, iter_calibration_inputs(manifest_from_dataset(SPEC, "train", 4, PRE), PRE))
+    q = quantize_qdq(fp32, tmp_path / "int8.onnx", activation_ranges(stats, "percentile", "cpu"), "cpu")
+    x = torch.from_numpy(PRE(open_dataset(SPEC, "val")[0][0])[None])
+    with OrtRunner(fp32) as runner:
+        ref = torch.as_tensor(runner(x))
+    with OrtRunner(q) as runner:
+        got = torch.as_tensor(runner(x))
+    sqnr = 10 * torch.log10((ref ** 2).mean() / ((ref - got) ** 2).mean())
+    assert sqnr > 15, f"SQNR {sqnr:.1f} dB"
+    ops = Counter(n.op_type for n in onnx.load(str(q)).graph.node)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] >= ops["Conv"]  # every conv's weight quantized
