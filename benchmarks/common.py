@@ -30,18 +30,10 @@ def machine() -> dict:
 
 
 def interleaved_medians(fns: dict[str, callable], rounds: int = 30, warmup: int = 3) -> dict[str, float]:
-    """Median ms per call of each function, alternating between them every round so that machine
-    noise hits all of them alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append((time.perf_counter() - t) * 1000)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    """Median ms per call of each function, alternating between them every round (edgeseg.timing)."""
+    from edgeseg.timing import interleaved_ms
+
+    return interleaved_ms(fns, rounds, warmup)
 
 
 def write_results(name: str, data: dict, markdown: str) -> None:

@@ -51,10 +51,29 @@ class InputSpec:
                                    f"{bound}); resize the input or rebuild with wider shape bounds")
 
 
+UNBOUNDED = 1 << 20
+
+
+def spec_from_dims(name: str, dims: list[int | None], dtype: Any, bounds: dict[str, Any] | None) -> InputSpec:
+    """The InputSpec of an ONNX image input: static dims as they are, dynamic ones (None) from the
+    export's shape bounds (edgeseg.shape_bounds metadata), else 1..unbounded."""
+    if len(dims) != 4:
+        raise EdgesegError(f"{name!r} has rank {len(dims)}; edgeseg runs (N, 3, H, W) image models; re-export")
+    profile = (bounds or {}).get(name)
+    lo = [d if d is not None else (profile["min"][i] if profile else 1) for i, d in enumerate(dims)]
+    hi = [d if d is not None else (profile["max"][i] if profile else UNBOUNDED) for i, d in enumerate(dims)]
+    return InputSpec(name, np.dtype(dtype), tuple(lo), tuple(hi))
+
+
 class Runner(abc.ABC):
-    """Base runner: subclasses implement ``_activate``, ``_infer`` and optionally ``_deactivate``."""
+    """Base runner: subclasses implement ``_activate``, ``_infer`` and optionally ``_deactivate``.
+
+    ``inference_precision`` is what the runtime computes float layers in when that differs from the
+    model's own types or is a runtime choice (OpenVINO's f32 / bf16 / f16 hint, read back from the
+    compiled model); None: the model's own types."""
 
     name: str = "runner"
+    inference_precision: str | None = None
 
     def __init__(self) -> None:
         self.is_active = False

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from edgeseg.bundle.build import BACKENDS
 from edgeseg.cli.group import main, parse_size
 
 DEMO_DATA = "synthetic"
@@ -28,7 +29,9 @@ def _quick_checkpoint(out: Path, log) -> Path:
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None)
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None, help="FP32 ONNX with edgeseg metadata.")
 @click.option("--data", default=None, help="Dataset spec: calibration (train split) and build-time mIoU (val split).")
-@click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default="auto", show_default=True,
+              help="auto: time every CPU runtime here (and build a TensorRT engine where TensorRT is); a CPU runtime: "
+                   "only that one; trt: the engine.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Bundle folder (default build/PRECISION).")
 @click.option("--from", "from_dir", type=click.Path(path_type=Path), default=None,
               help="Existing bundle: add the TensorRT engine on the device (with --backend trt).")
