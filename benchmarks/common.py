@@ -17,16 +17,28 @@ CAMVID = REPO.parent / "shared" / "datasets" / "camvid"
 
 
 def machine() -> dict:
+    """CPU model, cores, ISA flags (VNNI, AMX, BF16) and the runtime versions of a result."""
+    import importlib.metadata
+
     import onnxruntime
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    return {"cpu": cpu, "cores": os.cpu_count(), "avx512_vnni": "avx512_vnni" in flags, "amx": "amx_tile" in flags,
-            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "command": " ".join([Path(sys.executable).name] + sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                                           time.gmtime())}
+    from edgeseg.backends.hardware import cpu_description
+
+    cpu = cpu_description()
+    isa = cpu["isa"]
+
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {"cpu": cpu["cpu"], "cores": cpu["cores"], "avx512_vnni": isa["avx512_vnni"], "amx": isa["amx"],
+            "bf16": isa["avx512_bf16"] or isa["amx_bf16"], "isa": isa, "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "openvino": version("openvino"),
+            "nncf": version("nncf"), "command": " ".join([Path(sys.executable).name] + sys.argv),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def interleaved_medians(fns: dict[str, callable], rounds: int = 30, warmup: int = 3) -> dict[str, float]:
@@ -40,7 +52,8 @@ def write_results(name: str, data: dict, markdown: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1, default=str))
     m = data["machine"]
-    header = (f"Machine: {m['cpu']}, {m['cores']} cores (AVX-512 VNNI: {m['avx512_vnni']}, AMX: {m['amx']}); "
-              f"torch {m['torch']}, onnxruntime {m['onnxruntime']}, Python {m['python']}; {m['date']}.\n\n"
+    header = (f"Machine: {m['cpu']}, {m['cores']} cores (AVX-512 VNNI: {m['avx512_vnni']}, AMX: {m['amx']}, "
+              f"BF16: {m.get('bf16')}); torch {m['torch']}, onnxruntime {m['onnxruntime']}, openvino {m.get('openvino')}, "
+              f"nncf {m.get('nncf')}, Python {m['python']}; {m['date']}.\n\n"
               f"Command: `{m['command']}`\n\n")
     (RESULTS / f"{name}.md").write_text(header + markdown)

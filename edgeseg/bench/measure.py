@@ -139,8 +139,10 @@ def _predict(runner: Runner, x: np.ndarray, size: tuple[int, int]) -> np.ndarray
 
 def bench_runner(bundle: Bundle, backend: str, precision: str, runner: Runner, batch: int, frames: list[np.ndarray],
                  masks: list[np.ndarray], reference: list[np.ndarray] | None, min_iters: int, min_seconds: float,
-                 threads: int, macs: int | None, peak_gflops: float | None) -> tuple[Record, list[np.ndarray]]:
-    """Accuracy on (frames, masks), latency at ``batch``, parity with ``reference`` class maps."""
+                 threads: int, macs: int | None, peak_gflops: float | None,
+                 timed: bool = True) -> tuple[Record, list[np.ndarray]]:
+    """Accuracy on (frames, masks), latency at ``batch`` (unless not ``timed``: the parity reference only
+    gives its class maps when it is not reported), parity with ``reference`` class maps."""
     rec = Record(str(bundle.root), backend, precision, batch, threads=threads or os.cpu_count())
     pre = bundle.preprocessing
     reset_peak_rss()
@@ -161,6 +163,8 @@ def bench_runner(bundle: Bundle, backend: str, precision: str, runner: Runner, b
             labels.append(pred)
         summary = cm.summary(bundle.classes)
         rec.miou, rec.pixel_acc, rec.per_class_iou = summary["miou"], summary["pixel_acc"], summary["per_class_iou"]
+        if not timed:
+            return rec, labels
         x = np.stack([pre(frames[i % len(frames)]) for i in range(batch)])
         stats = latency_stats(time_calls(lambda: runner.infer(x), min_iters, min_seconds), batch)
         rec.latency_ms_mean, rec.latency_ms_p50, rec.latency_ms_p90, rec.latency_ms_p99 = (
@@ -222,7 +226,7 @@ def run_bench(bundle_dirs: list[Path], data: str, split: str, backends: list[str
                         labels = []
                     else:
                         rec, labels = bench_runner(bundle, backend, precision, runner, batch, frames, masks, reference,
-                                                   min_iters, min_seconds, threads, macs, peak)
+                                                   min_iters, min_seconds, threads, macs, peak, backend in backends)
                     if backend == ref_name and labels and reference is None:
                         reference = labels
                         rec.agreement = 100.0

@@ -48,6 +48,7 @@ class BuildOptions:
     workspace_gb: float = 2.0
     dla_core: int | None = None
     select_images: int = 16  # images of calib_split scoring each runtime path (never val_split: it reports)
+    runtime_rounds: int = 20  # interleaved timing rounds per runtime path
 
 
 @dataclass
@@ -208,7 +209,8 @@ def _measure_runtimes(opts: BuildOptions, stage: Path, manifest: dict[str, Any],
     for s in skipped:
         log(f"runtime {s['backend']}: not measured ({s['skipped']})")
     budget = DEFAULT_MAX_MIOU_DROP if opts.max_miou_drop is None else opts.max_miou_drop
-    runtime = measure_paths(bundle, paths, opts.data, opts.calib_split, opts.select_images, budget, log=log)
+    runtime = measure_paths(bundle, paths, opts.data, opts.calib_split, opts.select_images, budget,
+                            rounds=opts.runtime_rounds, log=log)
     runtime["skipped"] = skipped
     return runtime
 
