@@ -124,3 +124,20 @@ class Runner(abc.ABC):
 
     def _deactivate(self) -> None:
         pass
+
+
+def as_numpy(x: Any) -> np.ndarray:
+    """A numpy batch from a numpy array or a torch tensor (copied to the CPU)."""
+    return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
+
+
+class FileRunner(Runner):
+    """A runner of a model file whose InputSpec is read from the model on activation (``self._spec``)."""
+
+    _spec: InputSpec | None = None
+
+    @property
+    def input_spec(self) -> InputSpec:
+        if self._spec is None:
+            raise EdgesegError("the runner is not active; call activate() first")
+        return self._spec

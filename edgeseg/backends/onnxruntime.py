@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.backends.base import InputSpec, Runner, spec_from_dims
+from edgeseg.backends.base import FileRunner, InputSpec, as_numpy, spec_from_dims
 from edgeseg.errors import EdgesegError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -20,7 +20,7 @@ def _spec_from_session(session, bounds: dict[str, Any] | None) -> InputSpec:
     return spec_from_dims(inp.name, [d if isinstance(d, int) else None for d in inp.shape], dtype, bounds)
 
 
-class OrtRunner(Runner):
+class OrtRunner(FileRunner):
     """``providers``: names from PROVIDERS in priority order, or "auto" (what this install offers)."""
 
     name = "onnxruntime"
@@ -59,15 +59,8 @@ class OrtRunner(Runner):
         self._spec = _spec_from_session(self._session, read_onnx_metadata(self.path).get("shape_bounds"))
         self.output_name = self._session.get_outputs()[0].name
 
-    @property
-    def input_spec(self) -> InputSpec:
-        if self._spec is None:
-            raise EdgesegError("the runner is not active; call activate() first")
-        return self._spec
-
     def _infer(self, x: Any) -> np.ndarray:
-        if not isinstance(x, np.ndarray):
-            x = x.detach().cpu().numpy()
+        x = as_numpy(x)
         return self._session.run([self.output_name], {self._spec.name: x})[0]
 
     def _deactivate(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.backends.base import InputSpec, Runner, spec_from_dims
+from edgeseg.backends.base import FileRunner, InputSpec, as_numpy, spec_from_dims
 from edgeseg.errors import EdgesegError
 
 EXTRA = "pip install 'edgeseg[openvino]'"
@@ -49,7 +49,7 @@ def device_capabilities(core: Any, device: str) -> list[str]:
     return [str(c) for c in core.get_property(device, "OPTIMIZATION_CAPABILITIES")]
 
 
-class OpenVinoRunner(Runner):
+class OpenVinoRunner(FileRunner):
     name = "openvino"
 
     def __init__(self, path: str | Path, device: str = "CPU", threads: int = 0, inference_precision: str | None = None,
@@ -112,15 +112,8 @@ class OpenVinoRunner(Runner):
         self._compiled = compiled
         self._request = compiled.create_infer_request()
 
-    @property
-    def input_spec(self) -> InputSpec:
-        if self._spec is None:
-            raise EdgesegError("the runner is not active; call activate() first")
-        return self._spec
-
     def _infer(self, x: Any) -> np.ndarray:
-        if not isinstance(x, np.ndarray):
-            x = x.detach().cpu().numpy()
+        x = as_numpy(x)
         self._request.infer({0: np.ascontiguousarray(x)})
         return self._request.get_output_tensor(0).data.copy()  # the request's buffer is reused by the next call
 

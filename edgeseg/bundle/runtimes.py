@@ -111,7 +111,7 @@ def measure_paths(bundle: Any, paths: list[RuntimePath], data: str, split: str, 
     for rec in records:
         rec["latency_ms_median"] = round(latency[rec["path"]], 3)
         log(f"runtime {rec['path']}: {rec['latency_ms_median']:.2f} ms, mIoU {rec['miou']:.2f} on {split} "
-            f"({rec['miou_drop']:+.2f} below FP32)")
+            f"({-rec['miou_drop']:+.2f} vs FP32)")
     return {"machine": cpu_description(), "threads": options.threads,
             "selection": {"data": data, "split": split, "images": min(limit, len(dataset)), "fp32_miou": fp32_miou,
                           "max_miou_drop": max_miou_drop, "timing": f"median of {rounds} interleaved rounds, batch 1"},

@@ -89,6 +89,13 @@ def _print_summary(console, out: Path, manifest: dict, seconds: float) -> None:
     if metrics.get("latency_ms_median"):
         lat = ", ".join(f"{k} {v:.1f} ms" for k, v in metrics["latency_ms_median"].items())
         console.print(f"latency (ONNX Runtime CPU, batch 1, median of {metrics['latency_runs']}): {lat}")
+    runtime = manifest.get("runtime") or {}
+    if runtime.get("paths"):
+        sel = runtime["selection"]
+        paths = ", ".join(f"{p['path']} {p['latency_ms_median']:.1f} ms ({-p['miou_drop']:+.2f} mIoU)"
+                          for p in sorted(runtime["paths"], key=lambda p: p["latency_ms_median"]))
+        console.print(f"CPU runtimes on {runtime['machine']['cpu']} (mIoU vs FP32 on {sel['images']} {sel['split']} "
+                      f"images, budget {sel['max_miou_drop']}): {paths}")
     engine = manifest.get("engine")
     console.print(f"TensorRT engine: {engine['trt_version']} / sm {engine['compute_capability']}" if engine
                   else "TensorRT engine: none (no TensorRT/GPU here)")
