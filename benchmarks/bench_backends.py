@@ -260,6 +260,9 @@ def markdown(r: dict, cpu: dict, isa: str, ov_default: dict, fp32_miou: float, v
     headline = (f"**{head['path']}** (what `edgeseg.load` picks for the INT8 bundle, chosen at build time on CamVid "
                 f"train): {'; '.join(verdict)}." if head else "the auto pick has no row (see picks)")
     limit = f"the first {r['val_images']}" if args.limit else f"all {r['val_images']}"
+    if min(r["attempt_spreads"]) > INTERFERENCE:
+        headline += (f"\n\n**Every attempt showed interference from other processes (p90/p50 above {INTERFERENCE}): the "
+                     "latencies are indicative only; rerun on a quiet machine before quoting them.**")
     return f"""# Every edgeseg CPU path and its peers: CamVid val, 360x480, batch 1, one interleaved run
 
 CPU: {cpu['cpu']}, {cpu['cores']} logical cores; {isa}. {r['threads']} threads for edgeseg runners and
