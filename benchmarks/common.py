@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -17,38 +14,43 @@ CAMVID = REPO.parent / "shared" / "datasets" / "camvid"
 
 
 def machine() -> dict:
+    """CPU model, cores, ISA flags (VNNI, AMX, BF16) and the runtime versions of a result."""
+    import importlib.metadata
+
     import onnxruntime
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    return {"cpu": cpu, "cores": os.cpu_count(), "avx512_vnni": "avx512_vnni" in flags, "amx": "amx_tile" in flags,
-            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "command": " ".join([Path(sys.executable).name] + sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                                           time.gmtime())}
+    from edgeseg.backends.hardware import cpu_description
+
+    cpu = cpu_description()
+    isa = cpu["isa"]
+
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {"cpu": cpu["cpu"], "cores": cpu["cores"], "avx512_vnni": isa["avx512_vnni"], "amx": isa["amx"],
+            "bf16": isa["avx512_bf16"] or isa["amx_bf16"], "isa": isa, "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "openvino": version("openvino"),
+            "nncf": version("nncf"), "command": " ".join([Path(sys.executable).name] + sys.argv),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def interleaved_medians(fns: dict[str, callable], rounds: int = 30, warmup: int = 3) -> dict[str, float]:
-    """Median ms per call of each function, alternating between them every round so that machine
-    noise hits all of them alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append((time.perf_counter() - t) * 1000)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    """Median ms per call of each function, alternating between them every round (edgeseg.timing)."""
+    from edgeseg.timing import interleaved_ms
+
+    return interleaved_ms(fns, rounds, warmup)
 
 
 def write_results(name: str, data: dict, markdown: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1, default=str))
     m = data["machine"]
-    header = (f"Machine: {m['cpu']}, {m['cores']} cores (AVX-512 VNNI: {m['avx512_vnni']}, AMX: {m['amx']}); "
-              f"torch {m['torch']}, onnxruntime {m['onnxruntime']}, Python {m['python']}; {m['date']}.\n\n"
+    header = (f"Machine: {m['cpu']}, {m['cores']} cores (AVX-512 VNNI: {m['avx512_vnni']}, AMX: {m['amx']}, "
+              f"BF16: {m.get('bf16')}); torch {m['torch']}, onnxruntime {m['onnxruntime']}, openvino {m.get('openvino')}, "
+              f"nncf {m.get('nncf')}, Python {m['python']}; {m['date']}.\n\n"
               f"Command: `{m['command']}`\n\n")
     (RESULTS / f"{name}.md").write_text(header + markdown)

@@ -44,3 +44,23 @@ def time_calls(fn: Callable[[], Any], min_iters: int = 50, min_seconds: float = 
     return samples
 
 
+
+
+def interleaved_ms(fns: dict[str, Callable[[], Any]], rounds: int = 30, warmup: int = 3) -> dict[str, float]:
+    """Median ms per call of each function, alternating between them every round so that machine
+    noise (other processes on shared cores) hits all of them alike."""
+    return {k: float(np.median(v)) for k, v in interleaved_samples(fns, rounds, warmup).items()}
+
+
+def interleaved_samples(fns: dict[str, Callable[[], Any]], rounds: int = 30, warmup: int = 3) -> dict[str, list[float]]:
+    """Per-call milliseconds of each function over ``rounds`` rounds, one call of each per round."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t) * 1000.0)
+    return times

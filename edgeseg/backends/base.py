@@ -51,13 +51,32 @@ class InputSpec:
                                    f"{bound}); resize the input or rebuild with wider shape bounds")
 
 
+UNBOUNDED = 1 << 20
+
+
+def spec_from_dims(name: str, dims: list[int | None], dtype: Any, bounds: dict[str, Any] | None) -> InputSpec:
+    """The InputSpec of an ONNX image input: static dims as they are, dynamic ones (None) from the
+    export's shape bounds (edgeseg.shape_bounds metadata), else 1..unbounded."""
+    if len(dims) != 4:
+        raise EdgesegError(f"{name!r} has rank {len(dims)}; edgeseg runs (N, 3, H, W) image models; re-export")
+    profile = (bounds or {}).get(name)
+    lo = [d if d is not None else (profile["min"][i] if profile else 1) for i, d in enumerate(dims)]
+    hi = [d if d is not None else (profile["max"][i] if profile else UNBOUNDED) for i, d in enumerate(dims)]
+    return InputSpec(name, np.dtype(dtype), tuple(lo), tuple(hi))
+
+
 class Runner(abc.ABC):
-    """Base runner: subclasses implement ``_activate``, ``_infer`` and optionally ``_deactivate``."""
+    """Base runner: subclasses implement ``_activate``, ``_infer`` and optionally ``_deactivate``.
+
+    ``inference_precision`` is what the runtime computes float layers in when that differs from the
+    model's own types or is a runtime choice (OpenVINO's f32 / bf16 / f16 hint, read back from the
+    compiled model); None: the model's own types."""
 
     name: str = "runner"
     # True when infer() may run from several threads at once: the runtime call is thread-safe and the
     # runner keeps no per-call state (last_latency_ms aside: it is the latest call's, from any thread).
     thread_safe: bool = False
+    inference_precision: str | None = None
 
     def __init__(self) -> None:
         self.is_active = False
@@ -108,3 +127,20 @@ class Runner(abc.ABC):
 
     def _deactivate(self) -> None:
         pass
+
+
+def as_numpy(x: Any) -> np.ndarray:
+    """A numpy batch from a numpy array or a torch tensor (copied to the CPU)."""
+    return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
+
+
+class FileRunner(Runner):
+    """A runner of a model file whose InputSpec is read from the model on activation (``self._spec``)."""
+
+    _spec: InputSpec | None = None
+
+    @property
+    def input_spec(self) -> InputSpec:
+        if self._spec is None:
+            raise EdgesegError("the runner is not active; call activate() first")
+        return self._spec

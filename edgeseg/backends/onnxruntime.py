@@ -6,29 +6,21 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.backends.base import InputSpec, Runner
+from edgeseg.backends.base import FileRunner, InputSpec, as_numpy, spec_from_dims
 from edgeseg.errors import EdgesegError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-UNBOUNDED = 1 << 20
 
 
 def _spec_from_session(session, bounds: dict[str, Any] | None) -> InputSpec:
-    """Static dims from the graph; dynamic dims from the export's shape bounds (else 1..unbounded)."""
     inp = session.get_inputs()[0]
-    dims = [d if isinstance(d, int) else None for d in inp.shape]
-    if len(dims) != 4:
-        raise EdgesegError(f"{inp.name!r} has rank {len(dims)}; edgeseg runs (N, 3, H, W) image models; re-export")
-    profile = (bounds or {}).get(inp.name)
-    lo = [d if d is not None else (profile["min"][i] if profile else 1) for i, d in enumerate(dims)]
-    hi = [d if d is not None else (profile["max"][i] if profile else UNBOUNDED) for i, d in enumerate(dims)]
     dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(inp.type)
     if dtype is None:
         raise EdgesegError(f"input {inp.name!r} is {inp.type}; expected float32 images; re-export with FP32 inputs")
-    return InputSpec(inp.name, np.dtype(dtype), tuple(lo), tuple(hi))
+    return spec_from_dims(inp.name, [d if isinstance(d, int) else None for d in inp.shape], dtype, bounds)
 
 
-class OrtRunner(Runner):
+class OrtRunner(FileRunner):
     """``providers``: names from PROVIDERS in priority order, or "auto" (what this install offers)."""
 
     name = "onnxruntime"
@@ -61,22 +53,15 @@ class OrtRunner(Runner):
         return [PROVIDERS[n] for n in names]
 
     def _activate(self) -> None:
-        from edgeseg.backends.ort_session import make_session
+        from edgeseg.ort_session import make_session
         from edgeseg.export.metadata import read_onnx_metadata
 
         self._session = make_session(self.path, self.threads, self._provider_list(), self.spinning)
         self._spec = _spec_from_session(self._session, read_onnx_metadata(self.path).get("shape_bounds"))
         self.output_name = self._session.get_outputs()[0].name
 
-    @property
-    def input_spec(self) -> InputSpec:
-        if self._spec is None:
-            raise EdgesegError("the runner is not active; call activate() first")
-        return self._spec
-
     def _infer(self, x: Any) -> np.ndarray:
-        if not isinstance(x, np.ndarray):
-            x = x.detach().cpu().numpy()
+        x = as_numpy(x)
         return self._session.run([self.output_name], {self._spec.name: x})[0]
 
     def _deactivate(self) -> None:

@@ -7,10 +7,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeseg.backends.base import InputSpec, Runner
+from edgeseg.backends.base import UNBOUNDED, InputSpec, Runner
 from edgeseg.errors import EdgesegError
 
-UNBOUNDED = 1 << 20
 
 
 class TorchRunner(Runner):

@@ -11,21 +11,23 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from edgeseg.backends import registry
 from edgeseg.backends.base import Runner
+from edgeseg.backends.registry import RunnerOptions
 from edgeseg.bundle.manifest import Bundle, read_bundle
 from edgeseg.errors import EdgesegError
 from edgeseg.metrics import ConfusionMatrix
 from edgeseg.postprocess import labels_from_logits
 from edgeseg.timing import LatencyStats, latency_stats, time_calls  # noqa: F401  (re-exported)
 
-BACKENDS = ("torch", "ort", "trt")
+BACKENDS = registry.backend_names()
 
 
 def reset_peak_rss() -> None:
@@ -68,8 +70,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 def measured_peak_gflops(size: int = 2048, repeats: int = 5, threads: int = 0) -> float:
     """The best FP32 GEMM rate (GFLOP/s) measured on this CPU: the higher of torch.mm and ONNX
     Runtime's MatMul (MLAS) on ``size``^3, best of ``repeats``. The roofline's ceiling."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from edgeseg.ort_session import make_session
 
     a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
     ta = torch.from_numpy(a)
@@ -77,11 +80,8 @@ def measured_peak_gflops(size: int = 2048, repeats: int = 5, threads: int = 0) -
     best_torch = min(_timed(lambda: torch.mm(ta, ta)) for _ in range(repeats))
     spec = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [size, size]) for n in "abc"]
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", spec[:2], spec[2:])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-                                   .SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    session = make_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+                           threads, spinning=False)
     feed = {"a": a, "b": a}
     session.run(None, feed)
     best_ort = min(_timed(lambda: session.run(None, feed)) for _ in range(repeats))
@@ -117,6 +117,7 @@ class Record:
     peak_rss_mb: float | None = None
     peak_device_mb: float | None = None  # CUDA memory PyTorch allocated (torch runner; None on CPU)
     threads: int | None = None
+    inference_precision: str | None = None  # what the runtime computed float layers in, when it chose (OpenVINO)
     gmacs_per_s: float | None = None
     roofline_pct: float | None = None
 
@@ -124,36 +125,12 @@ class Record:
         return asdict(self)
 
 
-def runners_for(bundle: Bundle, backend: str, threads: int) -> list[tuple[str, Runner | str]]:
-    """(precision, runner) pairs this bundle offers on ``backend`` here, or (precision, reason skipped)."""
-    from edgeseg.backends.tensorrt import tensorrt_available
-
-    if backend == "torch":
-        ckpt = bundle.file("checkpoint")
-        if ckpt is None:
-            return [("fp32", "bundle has no checkpoint (built from ONNX)")]
-        from edgeseg.backends.torch_runner import TorchRunner
-        from edgeseg.models.checkpoint import load_checkpoint
-
-        model = load_checkpoint(ckpt).build()
-        if threads:
-            torch.set_num_threads(threads)
-        return [("fp32", TorchRunner(model))]
-    if backend == "ort":
-        from edgeseg.backends.onnxruntime import OrtRunner
-
-        # no busy-waiting threads: the runners of one benchmark share the cores with each other and PyTorch
-        return [(p, OrtRunner(bundle.file(p), threads=threads, spinning=False)) for p in ("fp32", "fp16", "int8")
-                if bundle.file(p)]
-    if backend == "trt":
-        if bundle.file("engine") is None:
-            return [(bundle.precision, "bundle has no TensorRT engine (edgeseg build --from DIR --backend trt)")]
-        if not tensorrt_available():
-            return [(bundle.precision, "TensorRT or a CUDA GPU is not available on this machine")]
-        from edgeseg.backends.tensorrt import TensorRTRunner
-
-        return [(bundle.precision, TensorRTRunner(bundle.file("engine"), engine_info=bundle.manifest.get("engine")))]
-    raise EdgesegError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+def runners_for(bundle: Bundle, backend: str, threads: int,
+                options: RunnerOptions | None = None) -> list[tuple[str, Runner | str]]:
+    """(precision, runner) pairs this bundle offers on ``backend`` here, or (precision, reason skipped).
+    ONNX Runtime's threads do not spin: the runners of one benchmark share the cores with each other."""
+    options = replace(options or RunnerOptions(), threads=threads, spinning=False)
+    return registry.runners(bundle, backend, options)
 
 
 def _predict(runner: Runner, x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -162,14 +139,18 @@ def _predict(runner: Runner, x: np.ndarray, size: tuple[int, int]) -> np.ndarray
 
 def bench_runner(bundle: Bundle, backend: str, precision: str, runner: Runner, batch: int, frames: list[np.ndarray],
                  masks: list[np.ndarray], reference: list[np.ndarray] | None, min_iters: int, min_seconds: float,
-                 threads: int, macs: int | None, peak_gflops: float | None) -> tuple[Record, list[np.ndarray]]:
-    """Accuracy on (frames, masks), latency at ``batch``, parity with ``reference`` class maps."""
+                 threads: int, macs: int | None, peak_gflops: float | None,
+                 timed: bool = True) -> tuple[Record, list[np.ndarray]]:
+    """Accuracy on (frames, masks), latency at ``batch`` (unless not ``timed``: the parity reference only
+    gives its class maps when it is not reported), parity with ``reference`` class maps."""
     rec = Record(str(bundle.root), backend, precision, batch, threads=threads or os.cpu_count())
     pre = bundle.preprocessing
     reset_peak_rss()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     with runner:
+        rec.inference_precision = runner.inference_precision
+        rec.precision = registry.precision_label(precision, runner.inference_precision)
         spec = runner.input_spec
         if not spec.min_shape[0] <= batch <= spec.max_shape[0]:
             rec.skipped = f"batch {batch} outside the model's batch bounds {spec.min_shape[0]}..{spec.max_shape[0]}"
@@ -182,6 +163,8 @@ def bench_runner(bundle: Bundle, backend: str, precision: str, runner: Runner, b
             labels.append(pred)
         summary = cm.summary(bundle.classes)
         rec.miou, rec.pixel_acc, rec.per_class_iou = summary["miou"], summary["pixel_acc"], summary["per_class_iou"]
+        if not timed:
+            return rec, labels
         x = np.stack([pre(frames[i % len(frames)]) for i in range(batch)])
         stats = latency_stats(time_calls(lambda: runner.infer(x), min_iters, min_seconds), batch)
         rec.latency_ms_mean, rec.latency_ms_p50, rec.latency_ms_p90, rec.latency_ms_p99 = (
@@ -215,8 +198,10 @@ def load_split(spec: str, split: str, limit: int | None) -> tuple[list[np.ndarra
 def run_bench(bundle_dirs: list[Path], data: str, split: str, backends: list[str], batches: list[int],
               limit: int | None = None, min_iters: int = 50, min_seconds: float = 5.0, threads: int = 0,
               on_record: Callable[[Record], None] = lambda r: None,
-              parity_dir: Path | None = None, parity_images: int = 0) -> list[Record]:
-    """All records; ``on_record`` sees each as it is made (so an interrupted run keeps what it measured)."""
+              parity_dir: Path | None = None, parity_images: int = 0,
+              options: RunnerOptions | None = None) -> list[Record]:
+    """All records; ``on_record`` sees each as it is made (so an interrupted run keeps what it measured).
+    The reference backend (PyTorch FP32) runs first for parity, and is reported only when asked for."""
     from edgeseg.models import build_model, measure_complexity
 
     frames, masks = load_split(data, split, limit)
@@ -231,17 +216,18 @@ def run_bench(bundle_dirs: list[Path], data: str, split: str, backends: list[str
             ckpt = load_checkpoint(bundle.file("checkpoint"))
             macs = measure_complexity(build_model(ckpt.config), tuple(bundle.preprocessing.size)).macs
         reference = None
-        order = ["torch"] + [b for b in backends if b != "torch"]  # the PyTorch FP32 reference first
+        ref_name = registry.reference_backend().name
+        order = [ref_name] + [b for b in backends if b != ref_name]  # the PyTorch FP32 reference first
         for backend in order:
-            for precision, runner in runners_for(bundle, backend, threads):
+            for precision, runner in runners_for(bundle, backend, threads, options):
                 for batch in batches:
                     if isinstance(runner, str):
                         rec = Record(str(bundle.root), backend, precision, batch, skipped=runner)
                         labels = []
                     else:
                         rec, labels = bench_runner(bundle, backend, precision, runner, batch, frames, masks, reference,
-                                                   min_iters, min_seconds, threads, macs, peak)
-                    if backend == "torch" and precision == "fp32" and labels and reference is None:
+                                                   min_iters, min_seconds, threads, macs, peak, backend in backends)
+                    if backend == ref_name and labels and reference is None:
                         reference = labels
                         rec.agreement = 100.0
                     if backend in backends:
@@ -250,7 +236,7 @@ def run_bench(bundle_dirs: list[Path], data: str, split: str, backends: list[str
                     if labels and reference is not None and parity_dir is not None and parity_images:
                         write_disagreement_pngs(parity_dir / f"{Path(bundle_dir).name}-{backend}-{precision}",
                                                 frames[:parity_images], labels, reference)
-        ref_rec = next((r for r in records if r.backend == "torch" and r.precision == "fp32" and r.miou is not None), None)
+        ref_rec = next((r for r in records if r.backend == ref_name and r.miou is not None), None)
         for r in records:
             if ref_rec is not None and r.per_class_iou and r.bundle == ref_rec.bundle:
                 r.per_class_iou_delta = {k: (None if v is None or ref_rec.per_class_iou.get(k) is None

@@ -3,7 +3,8 @@
     source (checkpoint | ONNX) -> model.onnx (fused, parity-checked, metadata)
       -> fp16: model.fp16.onnx | int8: calibration set -> statistics -> model.int8.onnx (cpu layout)
          + model.int8.trt.onnx (TensorRT layout) + calibration.cache (TensorRT 8.6/10 implicit INT8)
-      -> model.engine (when TensorRT and a GPU are here) -> mIoU on the val split -> manifest.json
+      -> model.engine (when TensorRT and a GPU are here) -> mIoU on the val split
+      -> runtime paths timed and scored (CPU runtimes available here, see edgeseg.bundle.runtimes) -> manifest.json
 
 Everything is written into a staging folder that replaces ``out`` only on success (edgeseg.out_dir:
 ``out`` may be missing, empty or an earlier edgeseg bundle; anything else needs ``overwrite``).
@@ -17,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeseg.backends import registry
 from edgeseg.backends.tensorrt import tensorrt_available
-from edgeseg.bundle.manifest import check_bundle_out, read_bundle, staging_dir, write_manifest
+from edgeseg.bundle.manifest import Bundle, check_bundle_out, read_bundle, staging_dir, write_manifest
 from edgeseg.errors import EdgesegError
 
 PRECISIONS = ("fp32", "fp16", "int8")
-BACKENDS = ("auto", "ort", "trt")
+BACKENDS = ("auto", *(b for b in registry.backend_names() if not registry.get_backend(b).reference))
 LATENCY_RUNS = 20  # build-time latency figure: a quick median, not a benchmark (see edgeseg bench)
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
@@ -47,6 +49,8 @@ class BuildOptions:
     workspace_gb: float = 2.0
     dla_core: int | None = None
     overwrite: bool = False  # replace ``out`` even when it holds files that are not an edgeseg bundle's
+    select_images: int = 16  # images of calib_split scoring each runtime path (never val_split: it reports)
+    runtime_rounds: int = 20  # interleaved timing rounds per runtime path
 
 
 @dataclass
@@ -89,9 +93,15 @@ def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> Buil
         raise EdgesegError(f"--backend must be one of {', '.join(BACKENDS)}, got {opts.backend!r}")
     if (opts.checkpoint is None) == (opts.onnx is None):
         raise EdgesegError("pass exactly one of --checkpoint CKPT or --onnx FILE (or neither flag for the demo)")
-    if opts.backend == "trt" and not tensorrt_available():
-        raise EdgesegError("--backend trt needs TensorRT and a CUDA GPU, neither found here; build with --backend ort "
-                           "here and finish on the device with `edgeseg build --from DIR --backend trt`")
+    if opts.backend != "auto":
+        backend = registry.get_backend(opts.backend)
+        why = backend.unavailable()
+        if why and backend.accelerator:
+            raise EdgesegError(f"--backend {opts.backend} needs {backend.title} ({why}); build with --backend auto "
+                               f"here and finish on the device with `edgeseg build --from DIR --backend {opts.backend}`")
+        if why:
+            raise EdgesegError(f"--backend {opts.backend} needs {backend.title} ({why}); install it or build with "
+                               "--backend auto")
     if opts.precision == "int8" and opts.data is None:
         raise EdgesegError("--precision int8 needs --data SPEC for the calibration images")
     check_bundle_out(opts.out, opts.overwrite)
@@ -123,6 +133,7 @@ def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> Buil
         elif opts.precision == "int8":
             manifest["calibration"] = _build_int8(opts, fp32, pre, stage, roles, log)
         manifest["metrics"] = _measure_miou(opts, stage, roles, pre, log)
+        manifest["runtime"] = _measure_runtimes(opts, stage, dict(manifest, roles=roles), log)
         manifest["engine"] = _maybe_engine(opts, stage, roles, manifest, notes, log)
         manifest["roles"] = roles
         manifest["build"] = {"seconds": round(time.time() - t0, 1)}
@@ -187,9 +198,30 @@ def _measure_miou(opts: BuildOptions, stage: Path, roles: dict[str, str], pre, l
     return result
 
 
+def _measure_runtimes(opts: BuildOptions, stage: Path, manifest: dict[str, Any], log) -> dict[str, Any] | None:
+    """Time and score the CPU runtime paths for the bundle's precision: every CPU runtime available here
+    (--backend auto or an accelerator), or only the one asked for."""
+    from edgeseg.bundle.runtimes import DEFAULT_MAX_MIOU_DROP, candidate_paths, measure_paths
+
+    if opts.data is None:
+        return None
+    cpu = registry.get_backend(opts.backend).cpu_runtime if opts.backend != "auto" else False
+    names = [opts.backend] if cpu else list(registry.backend_names(cpu_runtime=True))
+    bundle = Bundle(stage, manifest)
+    paths, skipped = candidate_paths(bundle, names, registry.RunnerOptions())
+    for s in skipped:
+        log(f"runtime {s['backend']}: not measured ({s['skipped']})")
+    budget = DEFAULT_MAX_MIOU_DROP if opts.max_miou_drop is None else opts.max_miou_drop
+    runtime = measure_paths(bundle, paths, opts.data, opts.calib_split, opts.select_images, budget,
+                            rounds=opts.runtime_rounds, log=log)
+    runtime["skipped"] = skipped
+    return runtime
+
+
 def _maybe_engine(opts: BuildOptions, stage: Path, roles: dict[str, str], manifest: dict[str, Any],
                   notes: list[str], log) -> dict[str, Any] | None:
-    if opts.backend == "ort" or not tensorrt_available():
+    wanted = opts.backend == "auto" or registry.get_backend(opts.backend).accelerator
+    if not wanted or not tensorrt_available():
         if opts.backend == "auto":
             notes.append("TensorRT or a GPU is not available here: the bundle holds the ONNX Runtime artifacts. "
                          f"On the device run: edgeseg build --from {opts.out} --backend trt")

@@ -6,9 +6,9 @@
 
 The manifest's preprocessing is applied (resize to the model input, channel order, mean/std) and
 the prediction comes back at the frame's size (logits resized bilinearly, then argmax).
-Runner choice for backend="auto": the TensorRT engine when TensorRT, a GPU and a compatible
-engine are here; otherwise ONNX Runtime with the INT8 (cpu layout) model for int8 bundles and
-the FP32 model otherwise (FP16 brings no speed on CPU).
+Runner choice for backend="auto": ``edgeseg.bundle.runtimes`` (a TensorRT engine that runs here, else
+the fastest CPU path the build measured within the bundle's mIoU budget, measured again on another
+machine type); ``seg.choice`` says which runner it took and why.
 
 Threads: one Segmenter may be called from several threads at once and every call returns its own
 frame's result. Runners that are thread-safe (ONNX Runtime, PyTorch) run the calls concurrently;
@@ -19,66 +19,41 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from edgeseg.backends.base import Runner
+from edgeseg.backends.registry import RunnerOptions, backend_names
 from edgeseg.bundle.manifest import Bundle, read_bundle, verify_bundle
 from edgeseg.errors import EdgesegError
 from edgeseg.postprocess import labels_from_logits, resize_logits
 
-BACKENDS = ("auto", "ort", "trt", "torch")
+BACKENDS = ("auto", *backend_names())
 
 
-def _engine_problems(bundle: Bundle) -> list[str]:
-    from edgeseg.backends.tensorrt import runtime_info
-    from edgeseg.backends.trt_api import engine_compatibility
-
-    return engine_compatibility(bundle.manifest["engine"], runtime_info())
-
-
-def choose_runner(bundle: Bundle, backend: str = "auto", threads: int = 0) -> Runner:
+def choose_runner(bundle: Bundle, backend: str = "auto", threads: int = 0,
+                  options: RunnerOptions | None = None) -> Runner:
     """The runner for ``backend`` (see the module docstring for "auto")."""
-    from edgeseg.backends.tensorrt import tensorrt_available
+    return _choose(bundle, backend, threads, options).runner
+
+
+def _choose(bundle: Bundle, backend: str, threads: int, options: RunnerOptions | None):
+    from edgeseg.bundle.runtimes import select_runner
 
     if backend not in BACKENDS:
         raise EdgesegError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    engine = bundle.file("engine")
-    if backend == "trt" or (backend == "auto" and engine is not None and tensorrt_available()):
-        if engine is None:
-            raise EdgesegError(f"{bundle.root} has no TensorRT engine; on the device run "
-                               f"`edgeseg build --from {bundle.root} --backend trt`")
-        problems = _engine_problems(bundle)
-        if problems and backend == "trt":
-            from edgeseg.backends.trt_api import incompatibility_message
-
-            raise EdgesegError(incompatibility_message(problems, str(engine), str(bundle.root)))
-        if not problems:
-            from edgeseg.backends.tensorrt import TensorRTRunner
-
-            return TensorRTRunner(engine, engine_info=bundle.manifest["engine"])
-    if backend == "torch":
-        from edgeseg.backends.torch_runner import TorchRunner
-        from edgeseg.models.checkpoint import load_checkpoint
-
-        ckpt = bundle.file("checkpoint")
-        if ckpt is None:
-            raise EdgesegError(f"{bundle.root} was built from an ONNX file and has no checkpoint for PyTorch; "
-                               "build it from --checkpoint to run the torch backend")
-        return TorchRunner(load_checkpoint(ckpt).build())
-    from edgeseg.backends.onnxruntime import OrtRunner
-
-    variant = bundle.file("int8") if bundle.precision == "int8" else bundle.file("fp32")
-    return OrtRunner(variant, threads=threads)
+    return select_runner(bundle, backend, replace(options or RunnerOptions(), threads=threads))
 
 
 class Segmenter:
-    def __init__(self, bundle: Bundle, runner: Runner, color: str = "RGB") -> None:
+    def __init__(self, bundle: Bundle, runner: Runner, color: str = "RGB", choice: str = "") -> None:
         if color not in ("RGB", "BGR"):
             raise EdgesegError(f"color must be 'RGB' or 'BGR' (OpenCV frames), got {color!r}")
         self.bundle, self.runner, self.color = bundle, runner.activate(), color
         self._lock = contextlib.nullcontext() if runner.thread_safe else threading.Lock()  # see the module docstring
+        self.choice = choice or runner.name  # which runner and why (backend "auto" explains its pick)
         self.preprocessing = bundle.preprocessing
         self.classes, self.palette = bundle.classes, bundle.palette
 
@@ -109,9 +84,11 @@ class Segmenter:
 
 
 def load(path: str | Path, backend: str = "auto", color: str = "RGB", threads: int = 0,
-         verify: bool = True) -> Segmenter:
-    """Open a bundle (checking every file's sha256 unless ``verify=False``) and pick its runner."""
+         verify: bool = True, options: RunnerOptions | None = None) -> Segmenter:
+    """Open a bundle (checking every file's sha256 unless ``verify=False``) and pick its runner;
+    ``options``: OpenVINO device, inference precision, compiled-model cache (see RunnerOptions)."""
     bundle = read_bundle(path, check_hashes=verify)
     if verify:
         verify_bundle(bundle)
-    return Segmenter(bundle, choose_runner(bundle, backend, threads), color)
+    choice = _choose(bundle, backend, threads, options)
+    return Segmenter(bundle, choice.runner, color, choice.reason)

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import click
 
+from edgeseg.backends.registry import RunnerOptions, backend_names
 from edgeseg.cli.group import main
+from edgeseg.cli.runner_options import runner_options
 from edgeseg.errors import EdgesegError
 
 TABLE_COLUMNS = [("backend", "backend"), ("precision", "precision"), ("batch", "batch"), ("mIoU", "miou"),
@@ -28,7 +30,8 @@ def _ints(value: str) -> list[int]:
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--data", required=True)
 @click.option("--split", default="val", show_default=True)
-@click.option("--backends", default="torch,ort,trt", show_default=True)
+@click.option("--backends", default=",".join(backend_names()), show_default=True,
+              help="Comma-separated; one missing here is skipped with the reason.")
 @click.option("--batch", "batches", default="1", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--limit", type=int, default=None, help="Only the first N images for accuracy.")
 @click.option("--min-iters", default=50, show_default=True)
@@ -39,9 +42,10 @@ def _ints(value: str) -> list[int]:
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None)
 @click.option("--parity-images", default=0, show_default=True, help="PNGs marking disagreement with PyTorch FP32.")
 @click.option("--parity-dir", type=click.Path(path_type=Path), default=Path("parity"), show_default=True)
+@runner_options
 def bench_cmd(bundles: tuple[Path, ...], data: str, split: str, backends: str, batches: str, limit: int | None,
               min_iters: int, min_seconds: float, threads: int, json_path: Path | None, csv_path: Path | None,
-              plot_path: Path | None, parity_images: int, parity_dir: Path) -> None:
+              plot_path: Path | None, parity_images: int, parity_dir: Path, options: RunnerOptions) -> None:
     """Latency, memory, mIoU and parity for every bundle x backend x precision x batch available here."""
     from rich.console import Console
     from rich.table import Table
@@ -65,7 +69,7 @@ def bench_cmd(bundles: tuple[Path, ...], data: str, split: str, backends: str, b
     interrupted = False
     try:
         run_bench(list(bundles), data, split, wanted, _ints(batches), limit, min_iters, min_seconds, threads,
-                  on_record, parity_dir if parity_images else None, parity_images)
+                  on_record, parity_dir if parity_images else None, parity_images, options)
     except KeyboardInterrupt:
         interrupted = True
         console.print("[yellow]interrupted: results so far[/yellow]")

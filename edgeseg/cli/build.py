@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from edgeseg.bundle.build import BACKENDS
 from edgeseg.cli.group import main, parse_size
 
 DEMO_DATA = "synthetic"
@@ -28,7 +29,9 @@ def _quick_checkpoint(out: Path, log) -> Path:
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None)
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None, help="FP32 ONNX with edgeseg metadata.")
 @click.option("--data", default=None, help="Dataset spec: calibration (train split) and build-time mIoU (val split).")
-@click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default="auto", show_default=True,
+              help="auto: time every CPU runtime here (and build a TensorRT engine where TensorRT is); a CPU runtime: "
+                   "only that one; trt: the engine.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Bundle folder (default build/PRECISION; created with its parents). Replaces an earlier bundle "
                    "or an empty folder; anything else is refused unless --overwrite.")
@@ -93,6 +96,13 @@ def _print_summary(console, out: Path, manifest: dict, seconds: float) -> None:
     if metrics.get("latency_ms_median"):
         lat = ", ".join(f"{k} {v:.1f} ms" for k, v in metrics["latency_ms_median"].items())
         console.print(f"latency (ONNX Runtime CPU, batch 1, median of {metrics['latency_runs']}): {lat}")
+    runtime = manifest.get("runtime") or {}
+    if runtime.get("paths"):
+        sel = runtime["selection"]
+        paths = ", ".join(f"{p['path']} {p['latency_ms_median']:.1f} ms ({-p['miou_drop']:+.2f} mIoU)"
+                          for p in sorted(runtime["paths"], key=lambda p: p["latency_ms_median"]))
+        console.print(f"CPU runtimes on {runtime['machine']['cpu']} (mIoU vs FP32 on {sel['images']} {sel['split']} "
+                      f"images, budget {sel['max_miou_drop']}): {paths}")
     engine = manifest.get("engine")
     console.print(f"TensorRT engine: {engine['trt_version']} / sm {engine['compute_capability']}" if engine
                   else "TensorRT engine: none (no TensorRT/GPU here)")

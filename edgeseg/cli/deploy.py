@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
+from edgeseg.backends.registry import RunnerOptions, backend_names
 from edgeseg.cli.group import main
+from edgeseg.cli.runner_options import runner_options
 from edgeseg.errors import EdgesegError
 
 
@@ -17,17 +19,20 @@ from edgeseg.errors import EdgesegError
               help="Output folder (created with its parents). Replaces an earlier infer output or an empty folder; "
                    "anything else is refused unless --overwrite.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT even when it holds files an earlier infer did not write.")
-@click.option("--backend", type=click.Choice(["auto", "ort", "trt", "torch"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", *backend_names()]), default="auto", show_default=True,
+              help="auto: the TensorRT engine where it runs, else the fastest CPU path measured (see the log line).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Frames per inference (default: up to 4 when the bundle's batch dim is dynamic, else its batch).")
 @click.option("--no-overlay", is_flag=True,
               help="Only label PNGs (and colour masks for images): no overlays, no video.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Mask opacity in overlays.")
-@click.option("--threads", default=0, show_default=True, help="ONNX Runtime threads (0: ORT's default).")
+@click.option("--threads", default=0, show_default=True, help="Runtime threads (0: the runtime's default).")
 @click.option("--queue-size", type=click.IntRange(min=1), default=4, show_default=True, help="Items per stage queue.")
-def infer_cmd(bundle_dir: Path, source: str, out: Path, overwrite: bool, backend: str, max_frames: int | None, batch: int | None,
-              no_overlay: bool, alpha: float, threads: int, queue_size: int) -> None:
+@runner_options
+def infer_cmd(bundle_dir: Path, source: str, out: Path, overwrite: bool, backend: str, max_frames: int | None,
+              batch: int | None, no_overlay: bool, alpha: float, threads: int, queue_size: int,
+              options: RunnerOptions) -> None:
     """Segment SOURCE (image, folder, video file, camera index, rtsp:// URL) with a bundle.
 
     Writes OUT/labels/*.png (class index per pixel) and, for images, OUT/masks and OUT/overlays;
@@ -53,12 +58,13 @@ def infer_cmd(bundle_dir: Path, source: str, out: Path, overwrite: bool, backend
 
         result = infer(bundle_dir, source, out, backend=backend, batch=batch, max_frames=max_frames,
                        overlays=not no_overlay, alpha=alpha, queue_size=queue_size, threads=threads,
-                       overwrite=overwrite, progress=on_frame)
+                       overwrite=overwrite, progress=on_frame, options=options)
     s = result.stats
     if s.frames == 0 and not s.stopped:
         first = f", e.g. {s.errors[0]}" if s.errors else ""
         raise EdgesegError(f"no frame of {source} could be decoded ({s.decode_errors} tried{first}); "
                            "expected images or video OpenCV/Pillow can read; check the input")
+    click.echo(f"runner: {result.choice}")
     click.echo(f"{s.frames} frames from {source} ({result.source_kind}) in {s.seconds:.1f} s: end-to-end "
                f"{s.e2e_fps:.1f} fps, model only {s.model_fps:.1f} fps ({result.backend}, batch {result.batch})")
     if s.decode_errors:

@@ -298,13 +298,10 @@ def _parity_inputs(images: list[np.ndarray] | None, input_size: tuple[int, int],
 
 
 def _ort_session(model):
-    import onnxruntime as ort
+    from edgeseg.ort_session import make_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = torch.get_num_threads()  # the same CPU budget as the PyTorch reference
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # a check, not a benchmark
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    # the same CPU budget as the PyTorch reference; no spinning: a check, not a benchmark
+    return make_session(model.SerializeToString(), threads=torch.get_num_threads(), spinning=False)
 
 
 def _parity(onnx_model, reference: nn.Module, images: np.ndarray, source: str = "random",

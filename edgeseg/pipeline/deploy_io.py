@@ -40,7 +40,7 @@ def concrete_output_dims(path: Path, inputs: list[TensorInfo], outputs: list[Ten
         return [o.dims for o in outputs]
     import numpy as np
 
-    from edgeseg.backends.ort_session import make_session
+    from edgeseg.ort_session import make_session
 
     shape = opt or [d if d > 0 else 1 for d in inputs[0].dims]
     session = make_session(path)

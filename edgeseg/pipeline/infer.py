@@ -39,13 +39,14 @@ class InferResult:
     backend: str
     batch: int
     video: Path | None  # the overlay video, for video / camera / stream inputs
+    choice: str = ""  # which runner the bundle loaded with, and why
 
 
 def infer(bundle: str | Path, source: str | int | Iterable, out: str | Path, *, backend: str = "auto",
           batch: int | None = None, max_frames: int | None = None, overlays: bool = True, alpha: float = 0.5,
           queue_size: int = QUEUE_SIZE, threads: int = 0, verify: bool = True, overwrite: bool = False,
           stop: threading.Event | None = None,
-          progress: Callable[[int, int | None, float], None] | None = None) -> InferResult:
+          progress: Callable[[int, int | None, float], None] | None = None, options=None) -> InferResult:
     """Segment every frame of ``source`` (see ``open_source``) with the bundle and write the outputs
     described in the module docstring under ``out``. ``progress(done, total_or_None, fps)``."""
     from edgeseg.bundle.segmenter import load
@@ -55,7 +56,7 @@ def infer(bundle: str | Path, source: str | int | Iterable, out: str | Path, *, 
     seg = None
     sink = None
     try:
-        seg = load(bundle, backend=backend, threads=threads, verify=verify)
+        seg = load(bundle, backend=backend, threads=threads, verify=verify, options=options)
         n = resolve_batch(batch, seg.runner.input_spec)
         out = prepare_out(out, {"bundle": str(bundle), "source": str(source) if isinstance(source, (str, int, Path))
                                 else type(source).__name__})
@@ -82,4 +83,4 @@ def infer(bundle: str | Path, source: str | int | Iterable, out: str | Path, *, 
             src.close()
         if seg is not None:
             seg.close()
-    return InferResult(stats, out, kind, seg.backend, n, video.path if video is not None else None)
+    return InferResult(stats, out, kind, seg.backend, n, video.path if video is not None else None, seg.choice)

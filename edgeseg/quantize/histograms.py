@@ -78,18 +78,15 @@ def activation_tensor_names(model) -> list[str]:
 
 def _exposing_session(onnx_path: Path, names: list[str], threads: int):
     import onnx
-    import onnxruntime as ort
 
-    ort.set_default_logger_severity(3)
+    from edgeseg.ort_session import make_session
+
     model = onnx.load(str(onnx_path))
     existing = {o.name for o in model.graph.output}
     for name in names:
         if name not in existing:
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor as named
-    opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return make_session(model.SerializeToString(), threads, optimize=False)  # keep every tensor as named
 
 
 def iter_activations(onnx_path: str | Path, inputs: Iterable[np.ndarray], names: list[str] | None = None,

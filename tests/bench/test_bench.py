@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgeseg.backends.openvino import openvino_missing
 from edgeseg.bench.measure import label_agreement, latency_stats, pareto_front, time_calls
 from edgeseg.bundle.build import BuildOptions, build_bundle
 from edgeseg.cli import main
@@ -69,12 +70,19 @@ def test_bench_json_schema_and_skipped_backend(bundle: Path, tmp_path: Path) -> 
     records = json.loads(out.read_text())
     assert isinstance(records, list)
     done = [r for r in records if not r["skipped"]]
-    assert {(r["backend"], r["precision"]) for r in done} == {("torch", "fp32"), ("ort", "fp32"), ("ort", "int8")}
+    expected = {("torch", "fp32"), ("ort", "fp32"), ("ort", "int8")}
+    if openvino_missing() is None:  # in dev; without it, skipped with the reason
+        expected |= {("openvino", "fp32"), ("openvino", "int8")}
+    else:
+        assert all("OpenVINO is not installed" in r["skipped"] for r in records if r["backend"] == "openvino")
+    assert {(r["backend"], r["precision"]) for r in done} == expected
     for r in done:
         assert REQUIRED <= set(r)
         assert 0 <= r["miou"] <= 100 and 0 <= r["agreement"] <= 100 and r["latency_ms_p50"] > 0
     assert next(r for r in done if r["backend"] == "torch")["agreement"] == 100.0
-    assert next(r for r in done if r["backend"] == "ort" and r["precision"] == "fp32")["agreement"] > 99.0
+    for backend in {b for b, _ in expected} - {"torch"}:
+        assert next(r for r in done if r["backend"] == backend and r["precision"] == "fp32")["agreement"] > 99.0
+    assert {r["inference_precision"] for r in done if r["backend"] == "openvino"} <= {"f32"}  # --ov-precision default
     trt = [r for r in records if r["backend"] == "trt"]
     assert trt and "no TensorRT engine" in trt[0]["skipped"]  # skipped with the reason, not a crash
     assert (tmp_path / "r.png").stat().st_size > 0 and (tmp_path / "r.csv").read_text().startswith("bundle,")
