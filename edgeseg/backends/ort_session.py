@@ -8,8 +8,13 @@ import numpy as np
 from edgeseg.errors import EdgesegError
 
 
-def make_session(path: str | Path, threads: int = 0, providers: list[str] | None = None, spinning: bool = True):
-    """An InferenceSession with quiet logging; ``threads`` 0 lets ORT choose.
+def make_session(path: str | Path | bytes, threads: int = 0, providers: list[str] | None = None, spinning: bool = True,
+                 *, optimize: bool = True, memory_arena: bool = True):
+    """An InferenceSession with quiet logging; ``threads`` 0 lets ORT choose. ``path`` may be the
+    serialized model itself (bytes).
+
+    ``optimize=False`` keeps every tensor as named in the file (statistics passes expose them);
+    ``memory_arena=False`` returns freed buffers to the OS instead of keeping the peak for reuse.
 
     ``spinning=False`` stops idle intra-op threads from busy-waiting: required when several
     sessions (or PyTorch) share the cores in one loop, e.g. interleaved benchmarks, where a spinning
@@ -20,15 +25,20 @@ def make_session(path: str | Path, threads: int = 0, providers: list[str] | None
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.enable_cpu_mem_arena = memory_arena
     # Trained segmentation nets produce denormal activations; on x86 they are ~100x slower to
     # compute and numerically irrelevant (< 1.2e-38), so flush them to zero.
     opts.add_session_config_entry("session.set_denormal_as_zero", "1")
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+        source = path if isinstance(path, bytes) else str(path)
+        return ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for corrupt files
-        raise EdgesegError(f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0][:200]}); "
+        name = "the model" if isinstance(path, bytes) else path
+        raise EdgesegError(f"ONNX Runtime cannot load {name} ({str(e).splitlines()[0][:200]}); "
                            "expected a valid ONNX model; re-export it") from None
 
 

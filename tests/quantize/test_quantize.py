@@ -145,8 +145,8 @@ def test_fp16_keeps_fp32_io_and_fixes_the_output_cast(fp32: Path, tmp_path: Path
 
 def test_statistics_are_cached_by_model_and_manifest(fp32: Path, tmp_path: Path) -> None:
     manifest = manifest_from_dataset(SPEC, "train", 3, PRE)
-    first, hit1 = cached_stats(fp32, manifest.sha256, iter_calibration_inputs(manifest, PRE), tmp_path)
-    second, hit2 = cached_stats(fp32, manifest.sha256, iter([]), tmp_path)  # no data needed on a hit
+    first, hit1 = cached_stats(fp32, {"manifest": manifest.sha256}, iter_calibration_inputs(manifest, PRE), tmp_path)
+    second, hit2 = cached_stats(fp32, {"manifest": manifest.sha256}, iter([]), tmp_path)  # no data needed on a hit
     assert (hit1, hit2) == (False, True)
     name = next(iter(first))
     assert np.array_equal(first[name].hist, second[name].hist) and first[name].maximum == second[name].maximum
