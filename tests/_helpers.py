@@ -1,6 +1,9 @@
 """Test helpers shared by several test files."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -17,3 +20,19 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
             m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
             m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
     return model.eval()
+
+
+def export_small(model: nn.Module, path: Path, size: tuple[int, int], preprocessing) -> Path:
+    """A small model as edgeseg export writes it (opset 17, constants folded, preprocessing metadata),
+    without the parity machinery."""
+    import onnx
+    import onnxslim
+
+    from edgeseg.export.metadata import PREPROCESSING_KEY
+
+    torch.onnx.export(model.eval(), torch.zeros(1, 3, *size), str(path), input_names=["input"],
+                      output_names=["logits"], opset_version=17, dynamo=False)
+    m = onnxslim.slim(onnx.load(str(path)))
+    m.metadata_props.add(key=PREPROCESSING_KEY, value=json.dumps(preprocessing.to_dict()))
+    onnx.save(m, str(path))
+    return path

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgeseg.errors import EdgesegError
-from edgeseg.quantize.calibrators import entropy_amax, minmax_amax, mse_amax, percentile_amax
+from edgeseg.quantize.calibrators import entropy_amax, entropy_range_u8, minmax_amax, mse_amax, percentile_amax
 from edgeseg.quantize.histograms import NUM_BINS, TensorStats
 from edgeseg.quantize.trt_cache import calibration_cache_text, scale_hex
 
@@ -24,14 +24,14 @@ def test_percentile_on_a_uniform_histogram() -> None:
     assert percentile_amax(np.ones(1000), BW, absmax=10.0, percentile=100) == pytest.approx(10.0)
 
 
-def _reference_kl(hist: np.ndarray, i: int) -> float:
+def _reference_kl(hist: np.ndarray, i: int, levels: int = 128) -> float:
     """TensorRT's EntropyCalibration2 divergence for threshold bin count ``i``, written as a plain loop body."""
     reference = hist[:i].copy()
     reference[-1] += hist[i:].sum()
-    group = (np.arange(i) * 128) // i
+    group = (np.arange(i) * levels) // i
     nonzero = hist[:i] > 0
-    level_mass = np.bincount(group, weights=hist[:i], minlength=128)
-    level_count = np.bincount(group, weights=nonzero.astype(float), minlength=128)
+    level_mass = np.bincount(group, weights=hist[:i], minlength=levels)
+    level_count = np.bincount(group, weights=nonzero.astype(float), minlength=levels)
     expanded = np.where(nonzero, level_mass[group] / np.maximum(level_count[group], 1), 0.0)
     p, q = reference / reference.sum(), expanded / expanded.sum()
     mask = p > 0
@@ -66,6 +66,21 @@ def test_entropy_searches_every_bin_exactly_like_the_loop() -> None:
     best = 128 + int(np.flatnonzero(kls <= kls.min() + 1e-12)[-1])
     assert entropy_amax(hist, width, absmax=x.max()) == pytest.approx(min(x.max(), best * width))
     assert best % 7 != 2, "pick a distribution whose optimum the old stride-7 grid (128 + 7k) would miss"
+
+
+def test_u8_entropy_of_a_non_negative_tensor_is_the_256_level_search() -> None:
+    # A ReLU-like tensor in the cpu layout is quantized to 256 U8 levels over [0, high]: the search
+    # must be TensorRT's at 256 levels (every bin), not the 128-level symmetric one.
+    x = np.random.default_rng(3).exponential(size=300_000).astype(np.float32)
+    stats = TensorStats.empty()
+    stats.update(x)
+    hist = stats.hist.astype(float)
+    hist[0] = hist[1]
+    kls = np.array([_reference_kl(hist, i, 256) for i in range(256, NUM_BINS + 1)])
+    best = 256 + int(np.flatnonzero(kls <= kls.min() + 1e-12)[-1])
+    low, high = entropy_range_u8(stats)
+    assert low == stats.minimum and high == pytest.approx(min(stats.maximum, best * stats.bin_width))
+    assert high != pytest.approx(entropy_amax(stats.hist, stats.bin_width, stats.absmax))
 
 
 def test_mse_clips_rare_outliers_but_not_dense_mass() -> None:

@@ -1,0 +1,151 @@
+"""INT8 mIoU of the reference model per quantization option, ONNX Runtime CPU: chosen on held-out
+CamVid train images, reported on CamVid val.
+
+    nice -n 10 python benchmarks/bench_quant_options.py [--choose-count 100]
+
+1. export the reference checkpoint (fused, opset 17, 1x3x360x480);
+2. activation statistics once from the committed calibration manifest (100 class-stratified CamVid
+   train images), bounded-memory pass;
+3. for each option set (below) build the INT8 model from the same statistics (bias correction: its
+   own pass over the first Int8Options.bias_correction_images calibration images) and measure mIoU
+   on (a) ``--choose-count`` CamVid train images NOT in the calibration set ("choose": the split the
+   defaults are chosen on) and (b) all of CamVid val ("report"), with ONNX Runtime's CPU provider;
+4. option sets (entropy calibrator, the default): today's pipeline, then each option added in turn,
+   for the `cpu` layout and the `trt` layout (run in ONNX Runtime: its TensorRT accuracy may differ
+   slightly); for `cpu` also the defaults with one option removed at a time (the effect of each given
+   the others); and the MSE calibrator with and without the U8 search.
+Writes benchmarks/results/quant_options_cpu.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+from common import CAMVID, REFERENCE_CKPT, REPO, machine, write_results
+
+MANIFEST = REPO / "calibration" / "camvid-train-100-b15cc1b9.json"
+
+
+class _Subset:
+    """The samples ``indices`` of a dataset (evaluate() needs len, [i], num_classes, ignore_index)."""
+
+    def __init__(self, dataset, indices: list[int]) -> None:
+        self.dataset, self.indices = dataset, indices
+        self.num_classes, self.ignore_index = dataset.num_classes, dataset.ignore_index
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.indices[i]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", type=Path, default=REFERENCE_CKPT)
+    ap.add_argument("--choose-count", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    from edgeseg.backends.onnxruntime import OrtRunner
+    from edgeseg.data.spec import open_dataset
+    from edgeseg.export.metadata import read_preprocessing
+    from edgeseg.export.onnx_export import export_onnx
+    from edgeseg.models.checkpoint import load_checkpoint
+    from edgeseg.quantize.calib_set import iter_calibration_inputs, load_manifest
+    from edgeseg.quantize.histograms import collect_stats
+    from edgeseg.quantize.pipeline import Int8Options, build_int8
+    from edgeseg.train.evaluate import evaluate
+
+    ckpt = load_checkpoint(args.checkpoint)
+    work = Path(tempfile.mkdtemp(prefix="edgeseg-qopts-"))
+    fp32 = work / "model.onnx"
+    export_onnx(ckpt.build(), fp32, input_size=(360, 480), metadata=ckpt.export_metadata())
+    pre = read_preprocessing(fp32)
+    manifest = load_manifest(MANIFEST)
+    calib_paths = {im["path"] for im in manifest.images}
+    train = open_dataset(f"camvid:{CAMVID}", "train")
+    held_out = [i for i in range(len(train))
+                if Path(train.image_path(i)).relative_to(train.root).as_posix() not in calib_paths]
+    step = max(1, len(held_out) // args.choose_count)
+    splits = {"choose": _Subset(train, held_out[::step][:args.choose_count]),
+              "val": open_dataset(f"camvid:{CAMVID}", "val")}
+
+    def miou(path: Path) -> dict[str, float]:
+        with OrtRunner(path, threads=args.threads) as runner:
+            return {k: round(evaluate(runner, d, pre, batch_size=1).miou(), 3) for k, d in splits.items()}
+
+    def inputs():
+        return iter_calibration_inputs(manifest, pre, CAMVID)
+
+    t = time.time()
+    stats = collect_stats(fp32, inputs(), threads=args.threads)
+    stats_seconds = time.time() - t
+    results: dict = {"machine": machine(), "checkpoint": str(args.checkpoint.relative_to(REPO)),
+                     "manifest": str(MANIFEST.relative_to(REPO)), "calib_images": manifest.count,
+                     "choose_images": len(splits["choose"]), "val_images": len(splits["val"]),
+                     "stats_seconds": round(stats_seconds, 1), "fp32": miou(fp32), "rows": []}
+    print("fp32", results["fp32"], flush=True)
+
+    today = Int8Options(input_range=False, exact_clip=False, u8_search=False, bias_correction=False)
+    default = Int8Options()
+    fields = ["input_range", "exact_clip", "u8_search", "bias_correction"]
+    plans: list[tuple[str, str, str, Int8Options]] = []
+    for layout in ("cpu", "trt"):
+        steps = [f for f in fields if layout == "cpu" or f != "u8_search"]  # u8_search: cpu layout only
+        plans.append((layout, "entropy", "today (all options off)", today))
+        current = today
+        for f in steps:
+            current = dataclasses.replace(current, **{f: True})
+            plans.append((layout, "entropy", f"+ {f}", current))
+        if layout == "cpu":
+            for f in steps:
+                plans.append((layout, "entropy", f"defaults - {f}", dataclasses.replace(default, **{f: False})))
+    plans.append(("cpu", "mse", "defaults", default))
+    plans.append(("cpu", "mse", "defaults - u8_search", dataclasses.replace(default, u8_search=False)))
+
+    built: dict = {}
+    for layout, calibrator, label, options in plans:
+        key = (layout, calibrator, options)
+        if key not in built:
+            path = work / f"int8-{len(built)}.onnx"
+            t = time.time()
+            build_int8(fp32, path, stats, layout=layout, calibrator=calibrator, preprocessing=pre, options=options,
+                       calib_inputs=inputs)
+            built[key] = {"build_seconds": round(time.time() - t, 1), **miou(path)}
+        row = {"layout": layout, "calibrator": calibrator, "options": label, **dataclasses.asdict(options), **built[key]}
+        results["rows"].append(row)
+        print(row, flush=True)
+
+    f = results["fp32"]
+    lines = "\n".join(
+        f"| `{r['layout']}` | {r['calibrator']} | {r['options']} | {r['choose']:.2f} ({r['choose'] - f['choose']:+.2f}) "
+        f"| {r['val']:.2f} ({r['val'] - f['val']:+.2f}) |" for r in results["rows"])
+    md = f"""# INT8 quantization options: mIoU on CamVid, ONNX Runtime CPU
+
+Reference checkpoint `{results['checkpoint']}` at 1x3x360x480; statistics from `{results['manifest']}`
+({results['calib_images']} CamVid train images; pass {results['stats_seconds']} s). Options are
+chosen on **choose** = {results['choose_images']} CamVid train images outside the calibration set and reported on
+**val** = all {results['val_images']} CamVid val images. Every model is run by ONNX Runtime's CPU provider (the
+`trt` layout too: its TensorRT accuracy may differ slightly). Bias correction uses the first
+{default.bias_correction_images} calibration images.
+
+FP32: choose {f['choose']:.2f}, val {f['val']:.2f}. Cells: mIoU (difference to FP32).
+
+| layout | calibrator | options | choose mIoU | val mIoU |
+|---|---|---|---|---|
+{lines}
+
+Options: `input_range` = the input's range from the preprocessing; `exact_clip` = Clip/ReLU6 outputs over
+[0, 6]; `u8_search` = entropy/MSE searching the asymmetric U8 quantizer (`cpu` layout); `bias_correction` =
+per-Conv bias shift to the FP32 output means.
+"""
+    write_results("quant_options_cpu", results, md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
