@@ -223,16 +223,16 @@ def iter_activation_groups(onnx_path: str | Path, inputs: Iterable[np.ndarray], 
             for p in pieces:
                 p.session = make_session(p.model_bytes, threads, optimize=False, memory_arena=False)
                 p.model_bytes = b""
+            needed_after = [{i for q in pieces[k + 1:] for i in q.inputs} for k in range(len(pieces))]
         live = {graph_input: x}
-        for p in pieces:
+        for p, needed in zip(pieces, needed_after):
             outputs = [o for o in dict.fromkeys(p.exposed + p.carried) if o not in live]
             values = dict(zip(outputs, p.session.run(outputs, {i: live[i] for i in p.inputs}))) if outputs else {}
             live.update((k, values[k]) for k in p.carried)
             group = {k: values[k] if k in values else live[k] for k in p.exposed}
             del values
-            needed = {i for q in pieces[pieces.index(p) + 1:] for i in q.inputs}
             for k in [k for k in live if k not in needed]:
-                del live[k]
+                del live[k]  # nothing later reads it: free it before the next piece runs
             yield index, group
             del group
 

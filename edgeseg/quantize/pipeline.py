@@ -17,7 +17,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.quantize.calib_set import CalibrationManifest, current_images_sha256, iter_calibration_inputs
 from edgeseg.quantize.calibrators import CALIBRATORS
 from edgeseg.quantize.guard import GuardReport, quantize_with_guard
-from edgeseg.quantize.histograms import TensorStats, cached_stats, iter_activation_groups, iter_activations
+from edgeseg.quantize.histograms import TensorStats, cached_stats, iter_activation_groups
 from edgeseg.quantize.known_ranges import apply_known_ranges, known_ranges
 from edgeseg.quantize.qdq import activation_ranges, quantize_qdq
 from edgeseg.quantize.sensitivity import rank_layers
@@ -150,7 +150,8 @@ def build_int8(onnx_path: str | Path, out: str | Path, stats: dict[str, TensorSt
     import onnx
 
     model = onnx.load(str(onnx_path))
-    ranking = rank_layers(model, iter_activations(onnx_path, sensitivity_inputs), ranges, layout)
+    groups = (g for _, g in iter_activation_groups(onnx_path, sensitivity_inputs))
+    ranking = rank_layers(model, groups, ranges, layout)
     report.ranked_layers = [(r.node, round(r.sqnr_db, 2)) for r in ranking]
     latency_of = (lambda p: median_latency_ms(p, latency_shape)) if latency_shape else None
     report.guard = quantize_with_guard(onnx_path, out, ranges, layout, miou_of, max_miou_drop, ranking,
