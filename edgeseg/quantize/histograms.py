@@ -29,7 +29,8 @@ from edgeseg.io_utils import atomic_path, sha256_file
 
 NUM_BINS = 2048
 STATS_VERSION = 2  # bump when the statistics or their file change meaning (2: negative-value histogram)
-DEFAULT_MAX_EXPOSED_MB = 512
+DEFAULT_MAX_EXPOSED_MB = 256
+UPDATE_SLICE = 1 << 22  # values binned at a time (~50 MB of temporaries)
 
 
 @dataclass
@@ -60,16 +61,18 @@ class TensorStats:
         return np.concatenate([self.neg[::-1], self.hist - self.neg])
 
     def update(self, x: np.ndarray) -> None:
-        if not np.isfinite(x).all():
+        """Add ``x``'s values. Works through the tensor in slices of UPDATE_SLICE values, so the
+        temporaries stay small whatever the tensor size (the result equals one pass over all of it)."""
+        flat = x.ravel()
+        low, high = float(flat.min()), float(flat.max())  # NaN propagates into both, inf shows in one
+        if not (np.isfinite(low) and np.isfinite(high)):
             raise EdgesegError("an activation is NaN or infinite on a calibration image: the model or the "
                                "preprocessing is broken for this input; check the image and the model")
-        flat = x.ravel()
-        a = np.abs(flat)
-        self.minimum = min(self.minimum, float(flat.min()))
-        self.maximum = max(self.maximum, float(flat.max()))
-        top = float(a.max())
+        self.minimum = min(self.minimum, low)
+        self.maximum = max(self.maximum, high)
+        top = max(abs(low), abs(high))
         if top == 0:
-            self.hist[0] += a.size
+            self.hist[0] += flat.size
             return
         if self.bin_width == 0:
             self.bin_width = top / NUM_BINS * (1 + 1e-6)
@@ -79,11 +82,14 @@ class TensorStats:
             self.hist = np.bincount(groups, weights=self.hist, minlength=NUM_BINS).astype(np.int64)
             self.neg = np.bincount(groups, weights=self.neg, minlength=NUM_BINS).astype(np.int64)
             self.bin_width *= factor
-        a /= self.bin_width
-        idx = np.minimum(a.astype(np.int64), NUM_BINS - 1)
-        del a
-        self.hist += np.bincount(idx, minlength=NUM_BINS)
-        self.neg += np.bincount(idx[flat < 0], minlength=NUM_BINS)
+        for start in range(0, flat.size, UPDATE_SLICE):
+            part = flat[start:start + UPDATE_SLICE]
+            a = np.abs(part)
+            a /= self.bin_width
+            idx = np.minimum(a.astype(np.int64), NUM_BINS - 1)
+            del a
+            self.hist += np.bincount(idx, minlength=NUM_BINS)
+            self.neg += np.bincount(idx[part < 0], minlength=NUM_BINS)
 
 
 def activation_tensor_names(model) -> list[str]:
