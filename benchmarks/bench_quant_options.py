@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -49,7 +51,20 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, default=REFERENCE_CKPT)
     ap.add_argument("--choose-count", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="Shared by concurrent runs: each row is claimed by one run and its result kept here.")
+    ap.add_argument("--report-only", action="store_true",
+                    help="Rewrite the report from --workdir's rows (e.g. after a run was cut short).")
     args = ap.parse_args()
+    if args.report_only:
+        from common import RESULTS
+
+        from edgeseg.quantize.pipeline import Int8Options
+
+        header = json.loads((RESULTS / "quant_options_cpu.json").read_text())
+        header["machine"]["command"] += " (report rewritten with --report-only)"
+        _write(header, Int8Options(), _rows(args.workdir, _plans(), wait=False), _plans())
+        return
 
     from edgeseg.backends.onnxruntime import OrtRunner
     from edgeseg.data.spec import open_dataset
@@ -62,8 +77,9 @@ def main() -> None:
     from edgeseg.train.evaluate import evaluate
 
     ckpt = load_checkpoint(args.checkpoint)
-    work = Path(tempfile.mkdtemp(prefix="edgeseg-qopts-"))
-    fp32 = work / "model.onnx"
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="edgeseg-qopts-"))
+    work.mkdir(parents=True, exist_ok=True)
+    fp32 = work / f"model-{os.getpid()}.onnx"
     export_onnx(ckpt.build(), fp32, input_size=(360, 480), metadata=ckpt.export_metadata())
     pre = read_preprocessing(fp32)
     manifest = load_manifest(MANIFEST)
@@ -89,14 +105,34 @@ def main() -> None:
     results: dict = {"machine": machine(), "checkpoint": str(args.checkpoint.relative_to(REPO)),
                      "manifest": str(MANIFEST.relative_to(REPO)), "calib_images": manifest.count,
                      "choose_images": len(splits["choose"]), "val_images": len(splits["val"]),
-                     "stats_seconds": round(stats_seconds, 1), "fp32": miou(fp32), "rows": []}
+                     "stats_seconds": round(stats_seconds, 1), "rows": []}
+    results["fp32"] = _claimed(work / "fp32.json", lambda: miou(fp32), wait=True)
     print("fp32", results["fp32"], flush=True)
+
+    default = Int8Options()
+    plans = _plans()
+    for k, (layout, calibrator, label, options) in enumerate(plans):
+        def build(layout=layout, calibrator=calibrator, options=options, k=k) -> dict:
+            path = work / f"int8-{k}.onnx"
+            t = time.time()
+            build_int8(fp32, path, stats, layout=layout, calibrator=calibrator, preprocessing=pre, options=options,
+                       calib_inputs=inputs)
+            return {"build_seconds": round(time.time() - t, 1), **miou(path)}
+
+        _claimed(work / f"row-{k}.json", build)
+        _write(results, default, _rows(work, plans, wait=False), plans)  # what is measured so far, by any run
+    _write(results, default, _rows(work, plans, wait=True), plans)
+
+
+def _plans() -> list[tuple[str, str, str, object]]:
+    """(layout, calibrator, label, options) per row, most informative first."""
+    from edgeseg.quantize.pipeline import Int8Options
 
     today = Int8Options(input_range=False, exact_clip=False, u8_search=False, bias_correction=False)
     default = Int8Options()
     fields = ["input_range", "exact_clip", "u8_search", "bias_correction"]
     # most informative first (results are written after every row, so a cut-short run still reports)
-    plans: list[tuple[str, str, str, Int8Options]] = [
+    plans = [
         ("cpu", "entropy", "today (all options off)", today), ("cpu", "entropy", "defaults (all on)", default),
         ("trt", "entropy", "today (all options off)", today), ("trt", "entropy", "defaults (all on)", default)]
     for layout in ("cpu", "trt"):
@@ -110,23 +146,47 @@ def main() -> None:
         plans.append(("cpu", "entropy", f"defaults - {f}", dataclasses.replace(default, **{f: False})))
     plans.append(("cpu", "mse", "defaults", default))
     plans.append(("cpu", "mse", "defaults - u8_search", dataclasses.replace(default, u8_search=False)))
-
-    built: dict = {}
-    for layout, calibrator, label, options in plans:
-        key = (layout, calibrator, options)
-        if key not in built:
-            path = work / f"int8-{len(built)}.onnx"
-            t = time.time()
-            build_int8(fp32, path, stats, layout=layout, calibrator=calibrator, preprocessing=pre, options=options,
-                       calib_inputs=inputs)
-            built[key] = {"build_seconds": round(time.time() - t, 1), **miou(path)}
-        row = {"layout": layout, "calibrator": calibrator, "options": label, **dataclasses.asdict(options), **built[key]}
-        results["rows"].append(row)
-        print(row, flush=True)
-        _write(results, default)
+    return plans
 
 
-def _write(results: dict, default) -> None:
+def _rows(work: Path, plans: list, wait: bool) -> list[dict]:
+    rows = []
+    for k, (layout, calibrator, label, options) in enumerate(plans):
+        path = work / f"row-{k}.json"
+        measured = _claimed(path, None, wait=True) if wait else (json.loads(path.read_text()) if path.is_file() else None)
+        if measured is not None:
+            rows.append({"layout": layout, "calibrator": calibrator, "options": label, **dataclasses.asdict(options),
+                         **measured})
+    return rows
+
+
+def _claimed(path: Path, measure, wait: bool = False) -> dict | None:
+    """The result stored at ``path``; else, unless another run has claimed it, measure it here and store it.
+    ``wait``: block until a claimed result appears (measuring it here if nobody claimed it)."""
+    while True:
+        if path.is_file():
+            return json.loads(path.read_text())
+        try:
+            os.close(os.open(path.with_suffix(".claim"), os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            if not wait:
+                return None
+            time.sleep(5)
+            continue
+        if measure is None:
+            raise RuntimeError(f"{path}: claimed, never measured")
+        value = measure()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(value))
+        tmp.replace(path)
+        return value
+
+
+def _write(results: dict, default, rows: list[dict], plans: list) -> None:
+    results = {**results, "rows": rows}
+    done = {(r["layout"], r["calibrator"], r["options"]) for r in rows}
+    missing = [f"`{layout}` {calibrator} {label}" for layout, calibrator, label, _ in plans
+               if (layout, calibrator, label) not in done]
     f = results["fp32"]
     lines = "\n".join(
         f"| `{r['layout']}` | {r['calibrator']} | {r['options']} | {r['choose']:.2f} ({r['choose'] - f['choose']:+.2f}) "
@@ -150,7 +210,7 @@ Options: `input_range` = the input's range from the preprocessing; `exact_clip` 
 [0, 6]; `u8_search` = entropy/MSE searching the asymmetric U8 quantizer (`cpu` layout); `bias_correction` =
 per-Conv bias shift to the FP32 output means. "+ x" rows add options in turn to today's pipeline;
 "defaults - x" rows remove one from the defaults.
-"""
+""" + (f"\nNot measured in this run (cut short for time): {'; '.join(missing)}.\n" if missing else "")
     write_results("quant_options_cpu", results, md)
 
 
