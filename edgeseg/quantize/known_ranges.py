@@ -40,7 +40,7 @@ def _constant_values(model) -> dict[str, float]:
     for n in model.graph.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    return {k: float(v) for k, v in values.items() if v.size == 1}
+    return {k: float(v.ravel()[0]) for k, v in values.items() if v.size == 1}
 
 
 def known_ranges(model, preprocessing: Preprocessing | None, exact_clip: bool = True) -> dict[str, KnownRange]:
