@@ -129,12 +129,12 @@ def _plans() -> list[tuple[str, str, str, object]]:
     from edgeseg.quantize.pipeline import Int8Options
 
     today = Int8Options(input_range=False, exact_clip=False, u8_search=False, bias_correction=False)
-    default = Int8Options()
+    default = Int8Options(input_range=True, exact_clip=True, u8_search=True, bias_correction=True)  # all on
     fields = ["input_range", "exact_clip", "u8_search", "bias_correction"]
     # most informative first (results are written after every row, so a cut-short run still reports)
     plans = [
-        ("cpu", "entropy", "today (all options off)", today), ("cpu", "entropy", "defaults (all on)", default),
-        ("trt", "entropy", "today (all options off)", today), ("trt", "entropy", "defaults (all on)", default)]
+        ("cpu", "entropy", "today (all options off)", today), ("cpu", "entropy", "all on", default),
+        ("trt", "entropy", "today (all options off)", today), ("trt", "entropy", "all on", default)]
     for layout in ("cpu", "trt"):
         current = today
         for f in fields[:-1]:
@@ -143,9 +143,9 @@ def _plans() -> list[tuple[str, str, str, object]]:
             current = dataclasses.replace(current, **{f: True})
             plans.append((layout, "entropy", f"+ {f}", current))
     for f in fields[:-1]:
-        plans.append(("cpu", "entropy", f"defaults - {f}", dataclasses.replace(default, **{f: False})))
-    plans.append(("cpu", "mse", "defaults", default))
-    plans.append(("cpu", "mse", "defaults - u8_search", dataclasses.replace(default, u8_search=False)))
+        plans.append(("cpu", "entropy", f"all on - {f}", dataclasses.replace(default, **{f: False})))
+    plans.append(("cpu", "mse", "all on", default))
+    plans.append(("cpu", "mse", "all on - u8_search", dataclasses.replace(default, u8_search=False)))
     return plans
 
 
@@ -209,7 +209,15 @@ FP32: choose {f['choose']:.2f}, val {f['val']:.2f}. Cells: mIoU (difference to F
 Options: `input_range` = the input's range from the preprocessing; `exact_clip` = Clip/ReLU6 outputs over
 [0, 6]; `u8_search` = entropy/MSE searching the asymmetric U8 quantizer (`cpu` layout); `bias_correction` =
 per-Conv bias shift to the FP32 output means. "+ x" rows add options in turn to today's pipeline;
-"defaults - x" rows remove one from the defaults.
+"all on - x" rows remove one from all four.
+
+Choice (rule: the highest choose mIoU among configurations with bias correction on; val is not used for
+it, though its column was printed alongside during the run): bias correction stays on (the issue asks for it on
+by default; its effect here is within noise); among the configurations with it on, the best on choose is
+"all on - u8_search", so the defaults (`Int8Options()`) are input_range, exact_clip and bias_correction on,
+u8_search off. exact_clip is the one option with a clear effect given the others (removing it: -0.35 on
+choose); input_range changes nothing once the U8 entropy search runs (that search already keeps the whole
+input range on this calibration set: identical model), +0.23 on choose without it.
 """ + (f"\nNot measured in this run (cut short for time): {'; '.join(missing)}.\n" if missing else "")
     write_results("quant_options_cpu", results, md)
 

@@ -34,7 +34,7 @@ class Int8Options:
 
     input_range: bool = True  # the network input's range from the preprocessing, not calibrated
     exact_clip: bool = True  # Clip / ReLU6 outputs quantized over their clip interval ([0, 6])
-    u8_search: bool = True  # cpu layout: entropy / MSE search the asymmetric U8 quantizer
+    u8_search: bool = False  # cpu layout: entropy / MSE search the asymmetric U8 quantizer (measured: no gain)
     bias_correction: bool = True  # shift quantized Convs' biases to the FP32 output means
     bias_correction_images: int = 32  # calibration images for the bias correction pass
 

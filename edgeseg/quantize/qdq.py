@@ -32,7 +32,7 @@ TRT_OP_TYPES = ["Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAverag
 
 
 def activation_ranges(stats: dict[str, TensorStats], method: str, layout: str,
-                      u8_search: bool = True) -> dict[str, tuple[float, float]]:
+                      u8_search: bool = False) -> dict[str, tuple[float, float]]:
     """(low, high) per tensor: symmetric (-amax, amax) for ``trt``; for ``cpu`` (asymmetric U8) the
     calibrator's U8 range (``u8_search``: entropy and MSE search the U8 quantizer itself; otherwise,
     and for minmax / percentile, the observed range clipped to the symmetric [-amax, amax])."""
