@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30)
     args = ap.parse_args()
 
-    from edgeseg.backends.ort_session import make_session
+    from edgeseg.ort_session import make_session
     from edgeseg.bench.measure import peak_rss_mb, reset_peak_rss
     from edgeseg.export.metadata import read_preprocessing
     from edgeseg.export.onnx_export import export_onnx
@@ -74,7 +74,8 @@ def main() -> None:
     guarded = work / "int8-guarded.onnx"
     sens = list(iter_calibration_inputs(manifest, pre))[:SENSITIVITY_IMAGES]
     report = build_int8(fp32, guarded, stats, layout="cpu", calibrator=best, max_miou_drop=0.5, miou_of=miou_of,
-                        sensitivity_inputs=sens)
+                        sensitivity_inputs=sens, preprocessing=pre,
+                        calib_inputs=lambda: iter_calibration_inputs(manifest, pre))
     g = report.guard
     results["guard"] = {"max_drop": 0.5, "int8_miou": g.int8_miou, "final_miou": g.final_miou, "fits": g.fits,
                         "kept_high_precision": g.excluded, "tries": g.tries,

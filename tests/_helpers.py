@@ -1,6 +1,9 @@
 """Test helpers shared by several test files."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -45,3 +48,19 @@ def write_folder_dataset(root, classes: list[str], n: int = 8, size: tuple[int, 
         Image.fromarray(rng.integers(0, len(classes), size).astype(np.uint8)).save(root / "masks" / f"{i}.png")
     (root / "classes.txt").write_text("\n".join(classes) + "\n")
     return root
+
+
+def export_small(model: nn.Module, path: Path, size: tuple[int, int], preprocessing) -> Path:
+    """A small model as edgeseg export writes it (opset 17, constants folded, preprocessing metadata),
+    without the parity machinery."""
+    import onnx
+    import onnxslim
+
+    from edgeseg.export.metadata import PREPROCESSING_KEY
+
+    torch.onnx.export(model.eval(), torch.zeros(1, 3, *size), str(path), input_names=["input"],
+                      output_names=["logits"], opset_version=17, dynamo=False)
+    m = onnxslim.slim(onnx.load(str(path)))
+    m.metadata_props.add(key=PREPROCESSING_KEY, value=json.dumps(preprocessing.to_dict()))
+    onnx.save(m, str(path))
+    return path

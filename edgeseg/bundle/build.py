@@ -157,11 +157,12 @@ def _build_int8(opts: BuildOptions, fp32: Path, pre, stage: Path, roles: dict[st
         guard = dict(max_miou_drop=opts.max_miou_drop,
                      miou_of=miou_evaluator(opts.data, opts.val_split, pre, opts.val_limit),
                      sensitivity_inputs=list(iter_calibration_inputs(calib, pre))[:SENSITIVITY_IMAGES])
+    inputs = dict(preprocessing=pre, calib_inputs=lambda: iter_calibration_inputs(calib, pre))
     report = build_int8(fp32, stage / VARIANT_FILES["int8"], stats, layout="cpu", calibrator=opts.calibrator,
-                        stats_cache_hit=hit, **guard)
+                        stats_cache_hit=hit, **inputs, **guard)
     roles["int8"] = VARIANT_FILES["int8"]
     build_int8(fp32, stage / "model.int8.trt.onnx", stats, layout="trt", calibrator=opts.calibrator,
-               trt_cache=stage / "calibration.cache", trt_version=opts.trt_version_for_cache)
+               trt_cache=stage / "calibration.cache", trt_version=opts.trt_version_for_cache, **inputs)
     roles.update(int8_trt="model.int8.trt.onnx", calibration_cache="calibration.cache")
     info: dict[str, Any] = {"manifest": "calibration.json", "manifest_sha256": calib.sha256, "count": calib.count,
                             "calibrator": opts.calibrator, "split": opts.calib_split}

@@ -43,7 +43,7 @@ def calibrate_cmd(onnx_path: Path, data: str, split: str, count: int, seed: int,
                   std: str | None, scale: float | None, compare: bool, val_split: str, layout: str,
                   overwrite: bool) -> None:
     """Draw a class-stratified calibration set, write its manifest and check it (calibration doctor)."""
-    from edgeseg.quantize.calib_set import draw_calibration_set
+    from edgeseg.quantize.calib_set import draw_calibration_set, iter_calibration_inputs
     from edgeseg.quantize.pipeline import calibration_stats, compare_calibrators, miou_evaluator
 
     pre = _preprocessing(onnx_path, mean, std, scale)
@@ -64,7 +64,8 @@ def calibrate_cmd(onnx_path: Path, data: str, split: str, count: int, seed: int,
         stats, hit = calibration_stats(onnx_path, manifest, pre)
         click.echo(f"activation statistics: {'cache hit' if hit else 'collected'} ({len(stats)} tensors)")
         with tempfile.TemporaryDirectory() as tmp:
-            rows = compare_calibrators(onnx_path, stats, layout, miou_evaluator(data, val_split, pre), tmp)
+            rows = compare_calibrators(onnx_path, stats, layout, miou_evaluator(data, val_split, pre), tmp, pre,
+                                       calib_inputs=lambda: iter_calibration_inputs(manifest, pre))
         for row in rows:
             click.echo(f"  {row['calibrator']:<10} mIoU {row['miou']:.2f}")
         best = max(rows[1:], key=lambda r: r["miou"])
@@ -88,6 +89,8 @@ def calibrate_cmd(onnx_path: Path, data: str, split: str, count: int, seed: int,
 @click.option("--val-data", default=None, help="Held-out data for the guard (default: the manifest's dataset).")
 @click.option("--val-split", default="val", show_default=True)
 @click.option("--allow-changed", is_flag=True, help="Use calibration images whose hash changed.")
+@click.option("--no-bias-correction", is_flag=True, help="Keep the FP32 biases (default: shift each quantized "
+              "Conv's bias so its output mean on the calibration set matches FP32).")
 @click.option("--mean", default=None)
 @click.option("--std", default=None)
 @click.option("--scale", type=float, default=None)
@@ -95,8 +98,8 @@ def calibrate_cmd(onnx_path: Path, data: str, split: str, count: int, seed: int,
 def quantize_cmd(onnx_path: Path, precision: str, out: Path, calib: Path | None, data: str | None, layout: str,
                  calibrator: str, trt_cache: Path | None, trt_version: str, fp16_scales: bool,
                  max_miou_drop: float | None,
-                 val_data: str | None, val_split: str, allow_changed: bool, mean: str | None, std: str | None,
-                 scale: float | None, as_json: bool) -> None:
+                 val_data: str | None, val_split: str, allow_changed: bool, no_bias_correction: bool,
+                 mean: str | None, std: str | None, scale: float | None, as_json: bool) -> None:
     """Write an INT8 Q/DQ (cpu or trt layout) or FP16 ONNX from an FP32 ONNX."""
     from edgeseg.io_utils import ensure_parent
 
@@ -108,7 +111,7 @@ def quantize_cmd(onnx_path: Path, precision: str, out: Path, calib: Path | None,
         click.echo(f"fp16 model -> {out}")
         return
     from edgeseg.quantize.calib_set import iter_calibration_inputs, load_manifest
-    from edgeseg.quantize.pipeline import SENSITIVITY_IMAGES, build_int8, calibration_stats, miou_evaluator
+    from edgeseg.quantize.pipeline import SENSITIVITY_IMAGES, Int8Options, build_int8, calibration_stats, miou_evaluator
 
     if calib is None:
         raise EdgesegError("--precision int8 needs --calib MANIFEST (make one with `edgeseg calibrate`)")
@@ -128,7 +131,9 @@ def quantize_cmd(onnx_path: Path, precision: str, out: Path, calib: Path | None,
     report = build_int8(onnx_path, out, stats, layout=layout, calibrator=calibrator, stats_cache_hit=hit,
                         trt_cache=trt_cache, trt_version=trt_version, max_miou_drop=max_miou_drop, miou_of=miou_of,
                         sensitivity_inputs=sens, latency_shape=(1, 3, *size) if size else None,
-                        fp16_scales=fp16_scales)
+                        fp16_scales=fp16_scales, preprocessing=pre,
+                        options=Int8Options(bias_correction=not no_bias_correction),
+                        calib_inputs=lambda: iter_calibration_inputs(manifest, pre, root, allow_changed))
     summary = {"out": str(out), "layout": layout, "calibrator": calibrator, "stats_cache_hit": hit,
                "trt_cache": str(report.trt_cache) if report.trt_cache else None}
     if report.guard is not None:

@@ -210,11 +210,9 @@ def load_manifest(path: str | Path) -> CalibrationManifest:
                                selection=d.get("selection", {}), classes_covered=d.get("classes_covered", []))
 
 
-def iter_manifest_images(manifest: CalibrationManifest, root: str | Path | None = None,
-                         allow_changed: bool = False) -> Iterator[np.ndarray]:
-    """Yield each manifest image as uint8 RGB (H, W, 3), checking its sha256 first.
-
-    ``root`` overrides the dataset root recorded in the manifest (another machine)."""
+def _iter_entries(manifest: CalibrationManifest, root: str | Path | None
+                  ) -> Iterator[tuple[dict, bytes, np.ndarray | None, Path | None]]:
+    """(entry, the bytes its sha256 covers, the decoded image for generated sets else None, file)."""
     root = Path(root) if root is not None else (Path(manifest.source["root"]) if manifest.source.get("root") else None)
     synthetic = None
     for entry in manifest.images:
@@ -222,20 +220,36 @@ def iter_manifest_images(manifest: CalibrationManifest, root: str | Path | None 
             if synthetic is None:
                 synthetic = open_dataset(manifest.source["spec"], manifest.source["split"])
             image = synthetic.load_image(int(entry["index"]))
-            data = image.tobytes()
-        else:
-            if root is None:
-                raise EdgesegError("the manifest has no dataset root; pass --data KIND:ROOT for its images")
-            file = manifest_image_path(root, entry["path"])
-            if not file.is_file():
-                raise EdgesegError(f"calibration image {file} is missing: expected the manifest's file under {root}; "
-                                   "pass the right dataset root or re-create the manifest")
-            data = file.read_bytes()
-            image = None
+            yield entry, image.tobytes(), image, None
+            continue
+        if root is None:
+            raise EdgesegError("the manifest has no dataset root; pass --data KIND:ROOT for its images")
+        file = manifest_image_path(root, entry["path"])
+        if not file.is_file():
+            raise EdgesegError(f"calibration image {file} is missing: expected the manifest's file under {root}; "
+                               "pass the right dataset root or re-create the manifest")
+        yield entry, file.read_bytes(), None, file
+
+
+def iter_manifest_images(manifest: CalibrationManifest, root: str | Path | None = None,
+                         allow_changed: bool = False) -> Iterator[np.ndarray]:
+    """Yield each manifest image as uint8 RGB (H, W, 3), checking its sha256 first.
+
+    ``root`` overrides the dataset root recorded in the manifest (another machine)."""
+    for entry, data, image, file in _iter_entries(manifest, root):
         if _sha256_bytes(data) != entry["sha256"] and not allow_changed:
             raise EdgesegError(f"calibration image {entry.get('path', entry.get('index'))} changed since the manifest "
                                "was written (sha256 differs); re-create the manifest or pass --allow-changed")
         yield image if image is not None else _decode_rgb(data, file)
+
+
+def current_images_sha256(manifest: CalibrationManifest, root: str | Path | None = None) -> str:
+    """Identity of the manifest's images as they are now (what --allow-changed calibrates on, where the
+    manifest's own hashes may no longer hold)."""
+    digest = hashlib.sha256()
+    for _, data, _, _ in _iter_entries(manifest, root):
+        digest.update(_sha256_bytes(data).encode())
+    return digest.hexdigest()
 
 
 def iter_calibration_inputs(manifest: CalibrationManifest, preprocessing: Preprocessing,

@@ -32,7 +32,8 @@ class GuardReport:
 def quantize_with_guard(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, tuple[float, float]],
                         layout: str, miou_of: Callable[[Path], float], max_drop: float,
                         ranking: list[LayerSensitivity], fp32_miou: float | None = None,
-                        latency_of: Callable[[Path], float] | None = None) -> GuardReport:
+                        latency_of: Callable[[Path], float] | None = None,
+                        bias_shifts: dict | None = None) -> GuardReport:
     """Write to ``out_path`` the INT8 model with the fewest high-precision layers whose mIoU drop
     (``miou_of(fp32) - miou_of(candidate)``) is <= ``max_drop``; or the last try if none fits."""
     fp32_miou = miou_of(Path(fp32_path)) if fp32_miou is None else fp32_miou
@@ -44,7 +45,7 @@ def quantize_with_guard(fp32_path: str | Path, out_path: str | Path, ranges: dic
         for k in counts:
             excluded = [r.node for r in ranking[:k]]
             candidate = Path(tmp) / f"k{k}.onnx"
-            quantize_qdq(fp32_path, candidate, ranges, layout, nodes_to_exclude=excluded)
+            quantize_qdq(fp32_path, candidate, ranges, layout, nodes_to_exclude=excluded, bias_shifts=bias_shifts)
             miou = miou_of(candidate)
             if report is None:
                 report = GuardReport(fp32_miou, miou, miou, max_drop)

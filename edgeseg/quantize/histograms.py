@@ -1,13 +1,23 @@
 """Streaming activation statistics for every float activation tensor of an ONNX model.
 
-One image at a time runs through ONNX Runtime with every intermediate float tensor exposed as
-an output; each tensor keeps min, max, |x| max and a fixed-size histogram of |x| whose range
-grows by merging bins (so memory stays bounded whatever the number of images). Results are
-cached on disk keyed by (ONNX sha256, calibration manifest sha256), so trying another
-calibrator does not re-run the data.
+Each tensor keeps min, max, a fixed-size histogram of |x| whose range grows by merging bins, and
+the same histogram of the negative values alone (so the signed distribution is known too, for the
+asymmetric calibrators); memory stays bounded whatever the number of images.
+
+Peak memory is bounded by the model's size, not the sum of its activations: the graph is cut into
+consecutive pieces (topological order) whose exposed tensors fit ``max_exposed_mb``; each image
+runs piece by piece, only the tensors later pieces consume are carried over, and every exposed
+tensor is folded into its statistics and dropped before the next piece runs. Each piece runs the
+same ONNX Runtime kernels on the same inputs as the whole graph, so the statistics are identical to
+exposing everything at once (``max_exposed_mb=None``).
+
+Results are cached on disk keyed by everything that changes the activations (``stats_cache_key``),
+so trying another calibrator does not re-run the data.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +28,25 @@ from edgeseg.errors import EdgesegError
 from edgeseg.io_utils import atomic_path, sha256_file
 
 NUM_BINS = 2048
+STATS_VERSION = 2  # bump when the statistics or their file change meaning (2: negative-value histogram)
+DEFAULT_MAX_EXPOSED_MB = 256
+UPDATE_SLICE = 1 << 22  # values binned at a time (~50 MB of temporaries)
 
 
 @dataclass
 class TensorStats:
-    """Running statistics of one tensor. ``hist`` covers [0, NUM_BINS * bin_width)."""
+    """Running statistics of one tensor. ``hist`` counts |x| over [0, NUM_BINS * bin_width);
+    ``neg`` counts the negative values among them (same bins), so ``hist - neg`` is the positive side."""
 
     hist: np.ndarray
     bin_width: float
     minimum: float
     maximum: float
+    neg: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.neg is None:
+            self.neg = np.zeros_like(self.hist)
 
     @property
     def absmax(self) -> float:
@@ -37,26 +56,40 @@ class TensorStats:
     def empty(cls) -> "TensorStats":
         return cls(np.zeros(NUM_BINS, np.int64), 0.0, np.inf, -np.inf)
 
+    def signed_hist(self) -> np.ndarray:
+        """Counts over 2 * NUM_BINS bins covering [-NUM_BINS * bin_width, NUM_BINS * bin_width)."""
+        return np.concatenate([self.neg[::-1], self.hist - self.neg])
+
     def update(self, x: np.ndarray) -> None:
-        if not np.isfinite(x).all():
+        """Add ``x``'s values. Works through the tensor in slices of UPDATE_SLICE values, so the
+        temporaries stay small whatever the tensor size (the result equals one pass over all of it)."""
+        flat = x.ravel()
+        low, high = float(flat.min()), float(flat.max())  # NaN propagates into both, inf shows in one
+        if not (np.isfinite(low) and np.isfinite(high)):
             raise EdgesegError("an activation is NaN or infinite on a calibration image: the model or the "
                                "preprocessing is broken for this input; check the image and the model")
-        a = np.abs(x.ravel())
-        self.minimum = min(self.minimum, float(x.min()))
-        self.maximum = max(self.maximum, float(x.max()))
-        top = float(a.max())
+        self.minimum = min(self.minimum, low)
+        self.maximum = max(self.maximum, high)
+        top = max(abs(low), abs(high))
         if top == 0:
-            self.hist[0] += a.size
+            self.hist[0] += flat.size
             return
         if self.bin_width == 0:
             self.bin_width = top / NUM_BINS * (1 + 1e-6)
         elif top >= NUM_BINS * self.bin_width:
             factor = int(np.ceil(top / (NUM_BINS * self.bin_width) * (1 + 1e-6)))
-            merged = np.zeros(NUM_BINS, np.int64)
-            np.add.at(merged, np.arange(NUM_BINS) // factor, self.hist)
-            self.hist, self.bin_width = merged, self.bin_width * factor
-        idx = np.minimum((a / self.bin_width).astype(np.int64), NUM_BINS - 1)
-        self.hist += np.bincount(idx, minlength=NUM_BINS)
+            groups = np.arange(NUM_BINS) // factor
+            self.hist = np.bincount(groups, weights=self.hist, minlength=NUM_BINS).astype(np.int64)
+            self.neg = np.bincount(groups, weights=self.neg, minlength=NUM_BINS).astype(np.int64)
+            self.bin_width *= factor
+        for start in range(0, flat.size, UPDATE_SLICE):
+            part = flat[start:start + UPDATE_SLICE]
+            a = np.abs(part)
+            a /= self.bin_width
+            idx = np.minimum(a.astype(np.int64), NUM_BINS - 1)
+            del a
+            self.hist += np.bincount(idx, minlength=NUM_BINS)
+            self.neg += np.bincount(idx[part < 0], minlength=NUM_BINS)
 
 
 def activation_tensor_names(model) -> list[str]:
@@ -76,42 +109,165 @@ def activation_tensor_names(model) -> list[str]:
     return names
 
 
-def _exposing_session(onnx_path: Path, names: list[str], threads: int):
+@dataclass
+class _Piece:
+    """A run of consecutive nodes as its own model: ``inputs`` fed, ``exposed`` reported, ``carried``
+    kept for later pieces."""
+
+    model_bytes: bytes
+    inputs: list[str]
+    exposed: list[str]
+    carried: list[str]
+    session: object = None
+
+
+def _value_infos(model, input_shape: tuple[int, ...]):
+    """Shape inference with the graph input fixed to ``input_shape``: {name: ValueInfoProto}."""
+    import onnx
+
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    initializers = {i.name for i in model.graph.initializer}
+    graph_input = next(i for i in fixed.graph.input if i.name not in initializers)
+    dims = graph_input.type.tensor_type.shape.dim
+    if len(dims) == len(input_shape):
+        for d, v in zip(dims, input_shape):
+            d.Clear()
+            d.dim_value = int(v)
+    inferred = onnx.shape_inference.infer_shapes(fixed)
+    return {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.input)
+            + list(inferred.graph.output)}
+
+
+def _nbytes(vi) -> int | None:
+    import onnx
+
+    if vi is None or not vi.type.tensor_type.HasField("shape"):
+        return None
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+    if any(d is None for d in dims):
+        return None
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).itemsize
+    return int(np.prod(dims, dtype=np.int64)) * itemsize
+
+
+def _cut(model, names: list[str], input_shape: tuple[int, ...], max_exposed_mb: float | None) -> list[_Piece]:
+    """Consecutive node runs whose exposed tensors total <= ``max_exposed_mb`` (a single node may exceed
+    it); one piece (the whole graph) when ``max_exposed_mb`` is None."""
+    import onnx
+
+    infos = _value_infos(model, input_shape)
+    sizes = {n: _nbytes(infos.get(n)) for n in names}
+    known = [s for s in sizes.values() if s is not None]
+    fallback = max(known) if known else 0  # a tensor of unknown shape counts as the largest known one
+    budget = np.inf if max_exposed_mb is None else max_exposed_mb * 2 ** 20
+    wanted = set(names)
+    runs: list[list] = [[]]
+    used = 0.0
+    for node in model.graph.node:
+        cost = sum(sizes[o] if sizes[o] is not None else fallback for o in node.output if o in wanted)
+        if runs[-1] and used + cost > budget:
+            runs.append([])
+            used = 0.0
+        runs[-1].append(node)
+        used += cost
+    initializers = {i.name: i for i in model.graph.initializer}
+    graph_inputs = [i.name for i in model.graph.input if i.name not in initializers]
+    graph_outputs = {o.name for o in model.graph.output}
+    consumed_after: list[set[str]] = [set() for _ in runs]  # inputs needed by runs after run k
+    later: set[str] = set(graph_outputs)
+    for k in range(len(runs) - 1, -1, -1):
+        consumed_after[k] = set(later)
+        later |= {i for n in runs[k] for i in n.input if i}
+    pieces = []
+    for k, run in enumerate(runs):
+        produced = [o for n in run for o in n.output if o]
+        exposed = [o for o in produced if o in wanted]
+        if k == 0:
+            exposed = [i for i in graph_inputs if i in wanted] + exposed
+        carried = [o for o in produced if o in consumed_after[k]]
+        inputs = list(dict.fromkeys(i for n in run for i in n.input if i and i not in initializers
+                                    and i not in produced))
+        used_inits = [initializers[i] for i in dict.fromkeys(i for n in run for i in n.input) if i in initializers]
+
+        def info(name: str):  # element type only: later images may have another size
+            vi = infos.get(name)
+            if vi is None:
+                return onnx.helper.make_empty_tensor_value_info(name)
+            return onnx.helper.make_tensor_value_info(name, vi.type.tensor_type.elem_type, None)
+
+        outputs = [o for o in dict.fromkeys(exposed + carried) if o not in inputs]
+        if not outputs:
+            continue  # nothing from this run is looked at or used later
+        graph = onnx.helper.make_graph(run, f"piece{k}", [info(i) for i in inputs],
+                                       [onnx.helper.make_empty_tensor_value_info(o) for o in outputs], used_inits)
+        piece_model = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+        piece_model.functions.extend(model.functions)
+        pieces.append(_Piece(piece_model.SerializeToString(), inputs, exposed, carried))
+    return pieces
+
+
+def iter_activation_groups(onnx_path: str | Path, inputs: Iterable[np.ndarray], names: list[str] | None = None,
+                           threads: int = 0, max_exposed_mb: float | None = DEFAULT_MAX_EXPOSED_MB
+                           ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """For each (1, 3, H, W) float32 input (image index i), yields (i, group) pairs whose groups together
+    hold every FP32 tensor of ``names`` (default: every activation), at most ``max_exposed_mb`` of
+    exposed tensors at a time (None: all at once). The pieces are planned on the first input's shape."""
     import onnx
 
     from edgeseg.ort_session import make_session
 
     model = onnx.load(str(onnx_path))
-    existing = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in existing:
-            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    return make_session(model.SerializeToString(), threads, optimize=False)  # keep every tensor as named
+    if names is None:
+        names = activation_tensor_names(model)
+    graph_input = next(i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
+    pieces: list[_Piece] | None = None
+    for index, x in enumerate(inputs):
+        if pieces is None:
+            pieces = _cut(model, names, tuple(x.shape), max_exposed_mb)
+            del model
+            for p in pieces:
+                p.session = make_session(p.model_bytes, threads, optimize=False, memory_arena=False)
+                p.model_bytes = b""
+            needed_after = [{i for q in pieces[k + 1:] for i in q.inputs} for k in range(len(pieces))]
+        live = {graph_input: x}
+        for p, needed in zip(pieces, needed_after):
+            outputs = [o for o in dict.fromkeys(p.exposed + p.carried) if o not in live]
+            values = dict(zip(outputs, p.session.run(outputs, {i: live[i] for i in p.inputs}))) if outputs else {}
+            live.update((k, values[k]) for k in p.carried)
+            group = {k: values[k] if k in values else live[k] for k in p.exposed}
+            del values
+            for k in [k for k in live if k not in needed]:
+                del live[k]  # nothing later reads it: free it before the next piece runs
+            yield index, group
+            del group
 
 
 def iter_activations(onnx_path: str | Path, inputs: Iterable[np.ndarray], names: list[str] | None = None,
                      threads: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """For each (1, 3, H, W) float32 input, the FP32 tensors ``names`` (default: every activation)."""
-    import onnx
+    """For each (1, 3, H, W) float32 input, every FP32 tensor of ``names`` at once (few images only:
+    this holds all activations of an image; statistics passes use ``iter_activation_groups``)."""
+    current, acts = None, {}
+    for index, group in iter_activation_groups(onnx_path, inputs, names, threads, max_exposed_mb=None):
+        if current is not None and index != current:
+            yield acts
+            acts = {}
+        current = index
+        acts.update(group)
+    if current is not None:
+        yield acts
 
-    onnx_path = Path(onnx_path)
-    if names is None:
-        names = activation_tensor_names(onnx.load(str(onnx_path), load_external_data=False))
-    session = _exposing_session(onnx_path, names, threads)
-    input_name = session.get_inputs()[0].name
-    for x in inputs:
-        yield dict(zip(names, session.run(names, {input_name: x})))
 
-
-def collect_stats(onnx_path: str | Path, inputs: Iterable[np.ndarray], threads: int = 0) -> dict[str, TensorStats]:
+def collect_stats(onnx_path: str | Path, inputs: Iterable[np.ndarray], threads: int = 0,
+                  max_exposed_mb: float | None = DEFAULT_MAX_EXPOSED_MB) -> dict[str, TensorStats]:
     """Run every (1, 3, H, W) float32 array of ``inputs`` and return statistics per tensor name."""
     stats: dict[str, TensorStats] = {}
-    count = 0
-    for acts in iter_activations(onnx_path, inputs, threads=threads):
-        for name, value in acts.items():
-            stats.setdefault(name, TensorStats.empty()).update(value)
-        count += 1
-    if count == 0:
+    images = -1
+    for index, group in iter_activation_groups(onnx_path, inputs, threads=threads, max_exposed_mb=max_exposed_mb):
+        images = index
+        for name in list(group):
+            stats.setdefault(name, TensorStats.empty()).update(group.pop(name))
+    if images < 0:
         raise EdgesegError("the calibration set yielded no images; give a set with at least one image")
     return stats
 
@@ -121,6 +277,7 @@ def save_stats(path: str | Path, stats: dict[str, TensorStats]) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, names=np.array(names), hist=np.stack([stats[n].hist for n in names]),
+                     neg=np.stack([stats[n].neg for n in names]),
                      bin_width=np.array([stats[n].bin_width for n in names]),
                      minimum=np.array([stats[n].minimum for n in names]),
                      maximum=np.array([stats[n].maximum for n in names]))
@@ -129,19 +286,27 @@ def save_stats(path: str | Path, stats: dict[str, TensorStats]) -> None:
 def load_stats(path: str | Path) -> dict[str, TensorStats]:
     with np.load(path, allow_pickle=False) as z:
         return {str(n): TensorStats(z["hist"][i].copy(), float(z["bin_width"][i]), float(z["minimum"][i]),
-                                    float(z["maximum"][i])) for i, n in enumerate(z["names"])}
+                                    float(z["maximum"][i]), z["neg"][i].copy()) for i, n in enumerate(z["names"])}
 
 
-def cached_stats(onnx_path: str | Path, manifest_sha256: str, inputs: Iterable[np.ndarray], cache_dir: str | Path,
-                 threads: int = 0) -> tuple[dict[str, TensorStats], bool]:
-    """Statistics from ``cache_dir`` when (ONNX sha256, manifest sha256) was seen, else collected and cached.
+def stats_cache_key(onnx_path: str | Path, identity: dict) -> str:
+    """File name for the statistics of ``onnx_path`` on the inputs described by ``identity`` (JSON-able:
+    whatever decides the input tensors, e.g. image hashes and preprocessing)."""
+    blob = json.dumps({"onnx": sha256_file(onnx_path), "version": STATS_VERSION, "bins": NUM_BINS,
+                       "inputs": identity}, sort_keys=True)
+    return f"{hashlib.sha256(blob.encode()).hexdigest()[:32]}.npz"
+
+
+def cached_stats(onnx_path: str | Path, identity: dict, inputs: Iterable[np.ndarray], cache_dir: str | Path,
+                 threads: int = 0, max_exposed_mb: float | None = DEFAULT_MAX_EXPOSED_MB
+                 ) -> tuple[dict[str, TensorStats], bool]:
+    """Statistics from ``cache_dir`` when (ONNX, ``identity``) was seen, else collected and cached.
     Returns (stats, cache_hit)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = f"{sha256_file(onnx_path)[:16]}-{manifest_sha256[:16]}.npz"
-    path = cache_dir / key
+    path = cache_dir / stats_cache_key(onnx_path, identity)
     if path.is_file():
         return load_stats(path), True
-    stats = collect_stats(onnx_path, inputs, threads)
+    stats = collect_stats(onnx_path, inputs, threads, max_exposed_mb)
     save_stats(path, stats)
     return stats, False

@@ -3,24 +3,70 @@ cache) or FP16. One function per job; the CLI only parses and prints."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from edgeseg.backends.onnxruntime import OrtRunner
-from edgeseg.backends.ort_session import median_latency_ms
+from edgeseg.ort_session import median_latency_ms
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.data.spec import open_dataset
 from edgeseg.errors import EdgesegError
-from edgeseg.quantize.calib_set import CalibrationManifest, iter_calibration_inputs
-from edgeseg.quantize.calibrators import CALIBRATORS, compute_amax
+from edgeseg.quantize.calib_set import CalibrationManifest, current_images_sha256, iter_calibration_inputs
+from edgeseg.quantize.calibrators import CALIBRATORS
 from edgeseg.quantize.guard import GuardReport, quantize_with_guard
-from edgeseg.quantize.histograms import TensorStats, cached_stats, iter_activations
+from edgeseg.quantize.histograms import TensorStats, cached_stats, iter_activation_groups
+from edgeseg.quantize.known_ranges import apply_known_ranges, known_ranges
 from edgeseg.quantize.qdq import activation_ranges, quantize_qdq
 from edgeseg.quantize.sensitivity import rank_layers
 from edgeseg.quantize.trt_cache import write_calibration_cache
 from edgeseg.train.evaluate import evaluate
 
 SENSITIVITY_IMAGES = 4
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """How calibration ranges and weights become the INT8 model (defaults chosen on held-out CamVid
+    train images, see benchmarks/results/quant_options_cpu.md)."""
+
+    input_range: bool = True  # the network input's range from the preprocessing, not calibrated
+    exact_clip: bool = True  # Clip / ReLU6 outputs quantized over their clip interval ([0, 6])
+    u8_search: bool = False  # cpu layout: entropy / MSE search the asymmetric U8 quantizer (measured: no gain)
+    bias_correction: bool = True  # shift quantized Convs' biases to the FP32 output means
+    bias_correction_images: int = 32  # calibration images for the bias correction pass
+
+
+def int8_ranges(onnx_path: str | Path, stats: dict[str, TensorStats], calibrator: str, layout: str,
+                preprocessing: Preprocessing | None, options: Int8Options = Int8Options()
+                ) -> dict[str, tuple[float, float]]:
+    """The (low, high) each activation is quantized over: calibrated, then known ranges applied."""
+    import onnx
+
+    if options.input_range and preprocessing is None:
+        raise EdgesegError(f"{onnx_path} records no preprocessing, so the input range is unknown; re-export it with "
+                           "edgeseg export or pass --mean/--std")
+    ranges = activation_ranges(stats, calibrator, layout, u8_search=options.u8_search)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    known = known_ranges(model, preprocessing if options.input_range else None, exact_clip=options.exact_clip)
+    return apply_known_ranges(ranges, known, layout)
+
+
+def bias_correction_shifts(onnx_path: str | Path, ranges: dict[str, tuple[float, float]], layout: str,
+                           inputs: Iterable[np.ndarray], images: int) -> dict[str, np.ndarray]:
+    """Per-Conv bias shifts for ``layout`` from the first ``images`` of ``inputs`` (one bounded-memory pass)."""
+    import onnx
+
+    from edgeseg.quantize.bias_correction import bias_shifts
+
+    model = onnx.load(str(onnx_path))
+    conv_inputs = list(dict.fromkeys(n.input[0] for n in model.graph.node if n.op_type == "Conv"
+                                     and n.input[0] in ranges))
+    subset = (x for _, x in zip(range(images), inputs))
+    groups = (g for _, g in iter_activation_groups(onnx_path, subset, names=conv_inputs))
+    return bias_shifts(model, groups, ranges, layout)
 
 
 def default_cache_dir() -> Path:
@@ -30,9 +76,15 @@ def default_cache_dir() -> Path:
 def calibration_stats(onnx_path: str | Path, manifest: CalibrationManifest, preprocessing: Preprocessing,
                       root: str | Path | None = None, allow_changed: bool = False,
                       cache_dir: str | Path | None = None) -> tuple[dict[str, TensorStats], bool]:
-    """Activation statistics for (model, calibration set), from the cache when seen before."""
+    """Activation statistics for (model, calibration set), from the cache when seen before.
+
+    The cache key covers everything that decides the input tensors: the images (the manifest's hashes,
+    or with ``allow_changed`` the files as they are now), the preprocessing actually applied (which may
+    differ from the manifest's: --mean/--std, input size) and the model."""
+    identity = {"manifest": manifest.sha256, "preprocessing": preprocessing.to_dict(),
+                "images_now": current_images_sha256(manifest, root) if allow_changed else None}
     inputs = iter_calibration_inputs(manifest, preprocessing, root, allow_changed)
-    return cached_stats(onnx_path, manifest.sha256, inputs, cache_dir or default_cache_dir())
+    return cached_stats(onnx_path, identity, inputs, cache_dir or default_cache_dir())
 
 
 def miou_evaluator(spec: str, split: str, preprocessing: Preprocessing, limit: int | None = None):
@@ -52,6 +104,8 @@ class Int8Report:
     layout: str
     calibrator: str
     stats_cache_hit: bool
+    options: Int8Options = field(default_factory=Int8Options)
+    bias_corrected: int = 0  # Convs whose bias was shifted
     trt_cache: Path | None = None
     guard: GuardReport | None = None
     ranked_layers: list[tuple[str, float]] = field(default_factory=list)
@@ -61,38 +115,59 @@ def build_int8(onnx_path: str | Path, out: str | Path, stats: dict[str, TensorSt
                calibrator: str = "entropy", stats_cache_hit: bool = False, trt_cache: str | Path | None = None,
                trt_version: str = "8.6.1", max_miou_drop: float | None = None, miou_of=None,
                sensitivity_inputs=None, latency_shape: tuple[int, ...] | None = None,
-               fp16_scales: bool = False) -> Int8Report:
-    """Quantize with ``calibrator`` ranges; with ``max_miou_drop`` run the guard (needs ``miou_of`` and
-    ``sensitivity_inputs``: a few (1,3,H,W) calibration inputs for the per-layer ranking)."""
+               fp16_scales: bool = False, preprocessing: Preprocessing | None = None,
+               options: Int8Options = Int8Options(),
+               calib_inputs: Callable[[], Iterable[np.ndarray]] | None = None) -> Int8Report:
+    """Quantize with ``calibrator`` ranges and ``options``; with ``max_miou_drop`` run the guard (needs
+    ``miou_of`` and ``sensitivity_inputs``: a few (1,3,H,W) calibration inputs for the per-layer ranking).
+
+    ``preprocessing``: the model's (default: read from its metadata), for the input range.
+    ``calib_inputs``: returns a fresh iterator over the calibration inputs (bias correction)."""
     if calibrator not in CALIBRATORS:
         raise EdgesegError(f"unknown calibrator {calibrator!r}: expected one of {', '.join(CALIBRATORS)}")
-    ranges = activation_ranges(stats, calibrator, layout)
-    report = Int8Report(Path(out), layout, calibrator, stats_cache_hit)
+    if preprocessing is None:
+        from edgeseg.export.metadata import read_preprocessing
+
+        preprocessing = read_preprocessing(onnx_path)
+    ranges = int8_ranges(onnx_path, stats, calibrator, layout, preprocessing, options)
+    report = Int8Report(Path(out), layout, calibrator, stats_cache_hit, options)
     if trt_cache is not None:
-        amax = {n: compute_amax(calibrator, s.hist, s.bin_width, s.absmax) for n, s in stats.items() if s.absmax > 0}
+        trt_ranges = ranges if layout == "trt" else int8_ranges(onnx_path, stats, calibrator, "trt", preprocessing,
+                                                                options)
+        amax = {n: max(abs(lo), abs(hi)) for n, (lo, hi) in trt_ranges.items() if hi > lo}
         report.trt_cache = write_calibration_cache(trt_cache, amax, trt_version)
+    shifts = None
+    if options.bias_correction:
+        if calib_inputs is None:
+            raise EdgesegError("bias correction needs the calibration images; pass them, or turn bias correction off")
+        shifts = bias_correction_shifts(onnx_path, ranges, layout, calib_inputs(), options.bias_correction_images)
+        report.bias_corrected = len(shifts)
     if max_miou_drop is None:
-        quantize_qdq(onnx_path, out, ranges, layout, fp16_scales=fp16_scales)
+        quantize_qdq(onnx_path, out, ranges, layout, fp16_scales=fp16_scales, bias_shifts=shifts)
         return report
     if miou_of is None or sensitivity_inputs is None:
         raise EdgesegError("--max-miou-drop needs held-out data to measure mIoU; pass --val-data SPEC")
     import onnx
 
     model = onnx.load(str(onnx_path))
-    ranking = rank_layers(model, iter_activations(onnx_path, sensitivity_inputs), ranges, layout)
+    groups = (g for _, g in iter_activation_groups(onnx_path, sensitivity_inputs))
+    ranking = rank_layers(model, groups, ranges, layout)
     report.ranked_layers = [(r.node, round(r.sqnr_db, 2)) for r in ranking]
     latency_of = (lambda p: median_latency_ms(p, latency_shape)) if latency_shape else None
     report.guard = quantize_with_guard(onnx_path, out, ranges, layout, miou_of, max_miou_drop, ranking,
-                                       latency_of=latency_of)
+                                       latency_of=latency_of, bias_shifts=shifts)
     return report
 
 
 def compare_calibrators(onnx_path: str | Path, stats: dict[str, TensorStats], layout: str, miou_of,
-                        workdir: str | Path) -> list[dict]:
-    """mIoU of the FP32 model and of the INT8 model from each calibrator (same statistics)."""
+                        workdir: str | Path, preprocessing: Preprocessing | None = None,
+                        options: Int8Options = Int8Options(),
+                        calib_inputs: Callable[[], Iterable[np.ndarray]] | None = None) -> list[dict]:
+    """mIoU of the FP32 model and of the INT8 model from each calibrator (same statistics and options)."""
     rows = [{"calibrator": "fp32", "miou": miou_of(Path(onnx_path))}]
     for name in CALIBRATORS:
         path = Path(workdir) / f"int8-{layout}-{name}.onnx"
-        quantize_qdq(onnx_path, path, activation_ranges(stats, name, layout), layout)
+        build_int8(onnx_path, path, stats, layout=layout, calibrator=name, preprocessing=preprocessing,
+                   options=options, calib_inputs=calib_inputs)
         rows.append({"calibrator": name, "miou": miou_of(path), "path": str(path)})
     return rows

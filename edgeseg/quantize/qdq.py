@@ -24,25 +24,29 @@ import numpy as np
 
 from edgeseg.errors import EdgesegError
 from edgeseg.io_utils import atomic_path
-from edgeseg.quantize.calibrators import compute_amax
+from edgeseg.quantize.calibrators import compute_amax, compute_range_u8
 from edgeseg.quantize.histograms import TensorStats
 
 LAYOUTS = ("trt", "cpu")
 TRT_OP_TYPES = ["Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool"]
 
 
-def activation_ranges(stats: dict[str, TensorStats], method: str, layout: str) -> dict[str, tuple[float, float]]:
-    """(low, high) per tensor: symmetric (-amax, amax) for ``trt``; the observed range clipped to
-    [-amax, amax] for ``cpu`` (asymmetric U8)."""
+def activation_ranges(stats: dict[str, TensorStats], method: str, layout: str,
+                      u8_search: bool = False) -> dict[str, tuple[float, float]]:
+    """(low, high) per tensor: symmetric (-amax, amax) for ``trt``; for ``cpu`` (asymmetric U8) the
+    calibrator's U8 range (``u8_search``: entropy and MSE search the U8 quantizer itself; otherwise,
+    and for minmax / percentile, the observed range clipped to the symmetric [-amax, amax])."""
     ranges = {}
     for name, s in stats.items():
         if s.absmax == 0:
             ranges[name] = (0.0, 0.0)  # constant-zero tensor; ORT gives it a unit scale
-            continue
-        amax = compute_amax(method, s.hist, s.bin_width, s.absmax)
-        if layout == "trt":
+        elif layout == "trt":
+            amax = compute_amax(method, s.hist, s.bin_width, s.absmax)
             ranges[name] = (-amax, amax)
+        elif u8_search:
+            ranges[name] = compute_range_u8(method, s)
         else:
+            amax = compute_amax(method, s.hist, s.bin_width, s.absmax)
             ranges[name] = (max(s.minimum, -amax), min(s.maximum, amax))
     return ranges
 
@@ -102,8 +106,12 @@ def _opset(model) -> int:
 
 
 def quantize_qdq(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, tuple[float, float]], layout: str,
-                 nodes_to_exclude: Iterable[str] = (), fp16_scales: bool = False) -> Path:
+                 nodes_to_exclude: Iterable[str] = (), fp16_scales: bool = False,
+                 bias_shifts: dict[str, np.ndarray] | None = None) -> Path:
     """Write the INT8 Q/DQ model for ``layout`` ('trt' or 'cpu'), keeping ``nodes_to_exclude`` in float.
+
+    ``bias_shifts`` (from ``bias_correction.bias_shifts`` for this layout): added to the biases of the
+    quantized Convs first (not to the excluded ones, which stay in float).
 
     ``fp16_scales`` (trt layout): FP16 Q/DQ scales and an FP16 graph with FP32 I/O, for strongly typed
     TensorRT 10/11 builds where a DQ's output type follows its scale (INT8 + FP16). Needs an opset >= 19
@@ -126,8 +134,13 @@ def quantize_qdq(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, 
     with tempfile.TemporaryDirectory(prefix="edgeseg-q-") as tmp:
         cache = Path(tmp) / "ranges.json"
         _write_ort_cache(ranges, cache)
+        source = fp32_path
+        if bias_shifts:
+            from edgeseg.quantize.bias_correction import corrected_model_file
+
+            source = corrected_model_file(fp32_path, Path(tmp) / "corrected.onnx", bias_shifts, nodes_to_exclude)
         with atomic_path(out_path) as tmp_out, _quiet_root_logger():
-            quantize_static(str(fp32_path), str(tmp_out), calibration_data_reader=None,
+            quantize_static(str(source), str(tmp_out), calibration_data_reader=None,
                             calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
                             nodes_to_exclude=list(nodes_to_exclude), **_quantize_options(layout, op_types))
             if layout == "trt":

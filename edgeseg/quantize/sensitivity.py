@@ -11,29 +11,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgeseg.quantize.fake_quant import fake_quant_activation, fake_quant_weight
+
 
 @dataclass(frozen=True)
 class LayerSensitivity:
     node: str
     op_type: str
     sqnr_db: float
-
-
-def _fake_quant_activation(x: torch.Tensor, lo: float, hi: float, layout: str) -> torch.Tensor:
-    if layout == "trt":  # symmetric int8
-        scale = max(abs(lo), abs(hi)) / 127 or 1.0
-        return torch.clamp(torch.round(x / scale), -127, 127) * scale
-    lo, hi = min(lo, 0.0), max(hi, 0.0)  # asymmetric uint8 with 0 representable
-    scale = (hi - lo) / 255 or 1.0
-    zero = round(-lo / scale)
-    return (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
-
-
-def _fake_quant_weight(w: torch.Tensor, axis: int) -> torch.Tensor:
-    dims = [d for d in range(w.dim()) if d != axis]
-    amax = w.abs().amax(dim=dims, keepdim=True).clamp_min(1e-12)
-    scale = amax / 127
-    return torch.clamp(torch.round(w / scale), -127, 127) * scale
 
 
 def _conv(node, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -57,23 +42,28 @@ def rank_layers(model, activations: Iterable[dict[str, np.ndarray]], ranges: dic
                 layout: str) -> list[LayerSensitivity]:
     """Conv/ConvTranspose nodes of the FP32 ``model`` from most to least sensitive.
 
-    ``activations``: per calibration image, the FP32 tensors by name (at least every conv input)."""
+    ``activations``: the FP32 tensors by name (every conv input), per calibration image or in groups."""
     from onnx import numpy_helper
 
-    weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in model.graph.initializer}
+    arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    weights = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
     convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose") and n.input[1] in weights
              and n.input[0] in ranges]
     signal = {n.name: 0.0 for n in convs}
     noise = {n.name: 0.0 for n in convs}
+    quantized = {n.name: torch.from_numpy(fake_quant_weight(arrays[n.input[1]], 0 if n.op_type == "Conv" else 1))
+                 for n in convs}
     with torch.no_grad():
         for acts in activations:
             for n in convs:
-                x = torch.from_numpy(acts[n.input[0]])
+                if n.input[0] not in acts:
+                    continue  # activations may come in groups (a part of the graph at a time)
+                x = acts[n.input[0]]
                 w = weights[n.input[1]]
                 b = weights.get(n.input[2]) if len(n.input) > 2 else None
-                y = _conv(n, x, w, b)
-                yq = _conv(n, _fake_quant_activation(x, *ranges[n.input[0]], layout),
-                           _fake_quant_weight(w, 0 if n.op_type == "Conv" else 1), b)
+                y = _conv(n, torch.from_numpy(x), w, b)
+                yq = _conv(n, torch.from_numpy(fake_quant_activation(x, *ranges[n.input[0]], layout)),
+                           quantized[n.name], b)
                 signal[n.name] += float((y ** 2).sum())
                 noise[n.name] += float(((y - yq) ** 2).sum())
     out = [LayerSensitivity(n.name, n.op_type, 10 * np.log10(max(signal[n.name], 1e-30) / max(noise[n.name], 1e-30)))

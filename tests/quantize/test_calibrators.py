@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgeseg.errors import EdgesegError
-from edgeseg.quantize.calibrators import entropy_amax, minmax_amax, mse_amax, percentile_amax
+from edgeseg.quantize.calibrators import entropy_amax, entropy_range_u8, minmax_amax, mse_amax, percentile_amax
 from edgeseg.quantize.histograms import NUM_BINS, TensorStats
 from edgeseg.quantize.trt_cache import calibration_cache_text, scale_hex
 
@@ -24,19 +24,63 @@ def test_percentile_on_a_uniform_histogram() -> None:
     assert percentile_amax(np.ones(1000), BW, absmax=10.0, percentile=100) == pytest.approx(10.0)
 
 
-def test_entropy_keeps_a_uniform_range_and_clips_a_lone_outlier() -> None:
+def _reference_kl(hist: np.ndarray, i: int, levels: int = 128) -> float:
+    """TensorRT's EntropyCalibration2 divergence for threshold bin count ``i``, written as a plain loop body."""
+    reference = hist[:i].copy()
+    reference[-1] += hist[i:].sum()
+    group = (np.arange(i) * levels) // i
+    nonzero = hist[:i] > 0
+    level_mass = np.bincount(group, weights=hist[:i], minlength=levels)
+    level_count = np.bincount(group, weights=nonzero.astype(float), minlength=levels)
+    expanded = np.where(nonzero, level_mass[group] / np.maximum(level_count[group], 1), 0.0)
+    p, q = reference / reference.sum(), expanded / expanded.sum()
+    mask = p > 0
+    if (q[mask] == 0).any():
+        return np.inf
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+def test_entropy_keeps_a_uniform_range_and_clips_a_long_tail() -> None:
     # Uniform mass in bins 0..127 and nothing after: every threshold quantizes it without loss
     # (KL = 0), ties go to the largest threshold, so nothing is clipped.
     uniform = np.zeros(NUM_BINS)
     uniform[:128] = 100
     assert entropy_amax(uniform, BW, absmax=128 * BW) == pytest.approx(128 * BW)
-    # The same bulk over bins 0..255 plus one value in the last bin: spending levels on the empty
-    # gap costs more than clipping one value, so the threshold stays near the bulk's end (256 bins).
-    outlier = np.zeros(NUM_BINS)
-    outlier[:256] = 1000
-    outlier[-1] = 1
-    amax = entropy_amax(outlier, BW, absmax=NUM_BINS * BW)
-    assert 200 * BW <= amax <= 320 * BW
+    # |x| of a Laplace distribution binned up to its largest sample (~14 scales): the thin tail costs
+    # less clipped than spread over levels, so the threshold sits well inside the range.
+    x = np.abs(np.random.default_rng(0).laplace(size=1_000_000))
+    width = x.max() / NUM_BINS * (1 + 1e-9)
+    hist = np.bincount(np.minimum((x / width).astype(int), NUM_BINS - 1), minlength=NUM_BINS)
+    amax = entropy_amax(hist, width, absmax=x.max())
+    assert 3.0 < amax < 0.8 * x.max()
+
+
+def test_entropy_searches_every_bin_exactly_like_the_loop() -> None:
+    # The vectorised search equals TensorRT's per-threshold loop at every bin (not a stride).
+    rng = np.random.default_rng(2)
+    x = np.abs(rng.standard_t(3, size=200_000))
+    width = x.max() / NUM_BINS * (1 + 1e-9)
+    hist = np.bincount(np.minimum((x / width).astype(int), NUM_BINS - 1), minlength=NUM_BINS).astype(float)
+    hist[0] = hist[1]
+    kls = np.array([_reference_kl(hist, i) for i in range(128, NUM_BINS + 1)])
+    best = 128 + int(np.flatnonzero(kls <= kls.min() + 1e-12)[-1])
+    assert entropy_amax(hist, width, absmax=x.max()) == pytest.approx(min(x.max(), best * width))
+    assert best % 7 != 2, "pick a distribution whose optimum the old stride-7 grid (128 + 7k) would miss"
+
+
+def test_u8_entropy_of_a_non_negative_tensor_is_the_256_level_search() -> None:
+    # A ReLU-like tensor in the cpu layout is quantized to 256 U8 levels over [0, high]: the search
+    # must be TensorRT's at 256 levels (every bin), not the 128-level symmetric one.
+    x = np.random.default_rng(3).exponential(size=300_000).astype(np.float32)
+    stats = TensorStats.empty()
+    stats.update(x)
+    hist = stats.hist.astype(float)
+    hist[0] = hist[1]
+    kls = np.array([_reference_kl(hist, i, 256) for i in range(256, NUM_BINS + 1)])
+    best = 256 + int(np.flatnonzero(kls <= kls.min() + 1e-12)[-1])
+    low, high = entropy_range_u8(stats)
+    assert low == stats.minimum and high == pytest.approx(min(stats.maximum, best * stats.bin_width))
+    assert high != pytest.approx(entropy_amax(stats.hist, stats.bin_width, stats.absmax))
 
 
 def test_mse_clips_rare_outliers_but_not_dense_mass() -> None:

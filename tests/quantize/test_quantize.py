@@ -14,18 +14,20 @@ from onnx import TensorProto, numpy_helper
 from PIL import Image
 from torch import nn
 
+from _helpers import export_small
 from edgeseg.cli import main
 from edgeseg.data import Preprocessing, open_dataset
 from edgeseg.errors import EdgesegError
 from edgeseg.models import ModelConfig, build_model
 from edgeseg.export.metadata import PREPROCESSING_KEY
 from edgeseg.backends.onnxruntime import OrtRunner
-from edgeseg.backends.ort_session import make_session
+from edgeseg.ort_session import make_session
 from edgeseg.quantize.calib_set import (iter_calibration_inputs, iter_manifest_images, load_manifest,
                                         manifest_from_dataset)
 from edgeseg.quantize.fp16 import convert_fp16
 from edgeseg.quantize.guard import quantize_with_guard
-from edgeseg.quantize.histograms import cached_stats, collect_stats, iter_activations
+from edgeseg.quantize.histograms import cached_stats, collect_stats, iter_activation_groups, iter_activations
+from edgeseg.quantize.pipeline import calibration_stats
 from edgeseg.quantize.qdq import activation_ranges, quantize_qdq
 from edgeseg.quantize.sensitivity import rank_layers
 
@@ -34,14 +36,7 @@ PRE = Preprocessing()
 
 
 def _export(model: nn.Module, path: Path, size=(64, 96)) -> Path:
-    torch.onnx.export(model.eval(), torch.zeros(1, 3, *size), str(path), input_names=["input"],
-                      output_names=["logits"], opset_version=17, dynamo=False)
-    import onnxslim
-
-    m = onnxslim.slim(onnx.load(str(path)))  # as edgeseg export does: constants folded into initializers
-    m.metadata_props.add(key=PREPROCESSING_KEY, value=json.dumps(PRE.to_dict()))
-    onnx.save(m, str(path))
-    return path
+    return export_small(model, path, size, PRE)
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +140,46 @@ def test_fp16_keeps_fp32_io_and_fixes_the_output_cast(fp32: Path, tmp_path: Path
 
 def test_statistics_are_cached_by_model_and_manifest(fp32: Path, tmp_path: Path) -> None:
     manifest = manifest_from_dataset(SPEC, "train", 3, PRE)
-    first, hit1 = cached_stats(fp32, manifest.sha256, iter_calibration_inputs(manifest, PRE), tmp_path)
-    second, hit2 = cached_stats(fp32, manifest.sha256, iter([]), tmp_path)  # no data needed on a hit
+    first, hit1 = cached_stats(fp32, {"manifest": manifest.sha256}, iter_calibration_inputs(manifest, PRE), tmp_path)
+    second, hit2 = cached_stats(fp32, {"manifest": manifest.sha256}, iter([]), tmp_path)  # no data needed on a hit
     assert (hit1, hit2) == (False, True)
     name = next(iter(first))
     assert np.array_equal(first[name].hist, second[name].hist) and first[name].maximum == second[name].maximum
+
+
+def test_bounded_statistics_equal_the_unbounded_pass(fp32: Path) -> None:
+    # A budget of 0.1 MB cuts the small DeepLab into many pieces; every statistic must be bit-identical
+    # to exposing all activations at once, and no group may exceed the budget unless one node does.
+    inputs = [PRE(open_dataset(SPEC, "train")[i][0])[None] for i in range(3)]
+    groups = list(iter_activation_groups(fp32, inputs[:1], max_exposed_mb=0.1))
+    assert len(groups) > 5
+    single_tensor_max = max(v.nbytes for _, g in groups for v in g.values())
+    assert all(sum(v.nbytes for v in g.values()) <= max(0.1 * 2 ** 20, 2 * single_tensor_max) for _, g in groups)
+    bounded = collect_stats(fp32, inputs, max_exposed_mb=0.1)
+    unbounded = collect_stats(fp32, inputs, max_exposed_mb=None)
+    assert list(bounded) == list(unbounded)
+    for name, a in unbounded.items():
+        b = bounded[name]
+        assert np.array_equal(a.hist, b.hist) and np.array_equal(a.neg, b.neg), name
+        assert (a.minimum, a.maximum, a.bin_width) == (b.minimum, b.maximum, b.bin_width), name
+
+
+def test_statistics_cache_key_covers_preprocessing_and_changed_images(fp32: Path, tmp_path: Path) -> None:
+    root = _folder_dataset(tmp_path / "data")
+    manifest = manifest_from_dataset(f"folder:{root}", "train", 3, PRE)
+    cache = tmp_path / "cache"
+    pre = Preprocessing(size=(64, 96))
+    first, hit = calibration_stats(fp32, manifest, pre, cache_dir=cache)
+    assert not hit and calibration_stats(fp32, manifest, pre, cache_dir=cache)[1]
+    # --mean/--std (or another input size) change every activation: the cached statistics must not be reused
+    other = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.1, 0.1, 0.1), size=(64, 96))
+    second, hit = calibration_stats(fp32, manifest, other, cache_dir=cache)
+    assert not hit and second["input"].minimum < first["input"].minimum
+    # --allow-changed calibrates on the files as they are now, not on what the manifest recorded
+    Image.fromarray(np.full((32, 48, 3), 255, np.uint8)).save(root / manifest.images[0]["path"])
+    third, hit = calibration_stats(fp32, manifest, pre, allow_changed=True, cache_dir=cache)
+    assert not hit and third["input"].maximum > first["input"].maximum
+    assert calibration_stats(fp32, manifest, pre, allow_changed=True, cache_dir=cache)[1]
 
 
 def _folder_dataset(root: Path, n: int = 4) -> Path:
