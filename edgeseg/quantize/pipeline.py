@@ -17,7 +17,7 @@ from edgeseg.quantize.guard import GuardReport, quantize_with_guard
 from edgeseg.quantize.histograms import TensorStats, cached_stats, iter_activations
 from edgeseg.quantize.qdq import activation_ranges, quantize_qdq
 from edgeseg.quantize.sensitivity import rank_layers
-from edgeseg.quantize.trt_cache import write_calibration_cache
+from edgeseg.quantize.trt_cache import algorithm_of, trt_version_code, write_calibration_cache
 from edgeseg.train.evaluate import evaluate
 
 SENSITIVITY_IMAGES = 4
@@ -66,11 +66,14 @@ def build_int8(onnx_path: str | Path, out: str | Path, stats: dict[str, TensorSt
     ``sensitivity_inputs``: a few (1,3,H,W) calibration inputs for the per-layer ranking)."""
     if calibrator not in CALIBRATORS:
         raise EdgesegError(f"unknown calibrator {calibrator!r}: expected one of {', '.join(CALIBRATORS)}")
+    if trt_cache is not None:
+        algorithm_of(calibrator)  # refuse percentile / mse before any work: TensorRT cannot replay them
+        trt_version_code(trt_version)  # refuse 11.x: no implicit INT8
     ranges = activation_ranges(stats, calibrator, layout)
     report = Int8Report(Path(out), layout, calibrator, stats_cache_hit)
     if trt_cache is not None:
         amax = {n: compute_amax(calibrator, s.hist, s.bin_width, s.absmax) for n, s in stats.items() if s.absmax > 0}
-        report.trt_cache = write_calibration_cache(trt_cache, amax, trt_version)
+        report.trt_cache = write_calibration_cache(trt_cache, amax, trt_version, algorithm=calibrator)
     if max_miou_drop is None:
         quantize_qdq(onnx_path, out, ranges, layout, fp16_scales=fp16_scales)
         return report
