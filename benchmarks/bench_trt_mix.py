@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-limit", type=int, default=None)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "trt_mix_cpu.json")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep ModelOpt graphs already in --workdir (same calibration set: it is drawn deterministically)")
     args = ap.parse_args(argv)
 
     from edgeseg.data.spec import open_dataset
@@ -129,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         for dtype in ("fp32", "fp16"):
             t = time.time()
             out = work / f"modelopt.{dtype}.onnx"
+            if args.reuse and out.is_file():
+                graphs[f"modelopt {dtype}"] = out
+                notes.append(f"{out.name} reused from an earlier run of this script with the same calibration set")
+                continue
             modelopt_quantize(str(o19), quantize_mode="int8", calibration_data=data, calibration_method="entropy",
                               calibration_eps=["cpu"], high_precision_dtype=dtype, output_path=str(out),
                               log_level="WARNING")
