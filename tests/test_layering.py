@@ -15,7 +15,7 @@ BENCHMARKS = PACKAGE.parent / "benchmarks"
 
 COMMON = ("errors", "io_utils", "metrics", "ort_session", "out_dir", "postprocess", "timing", "version")
 RANKS = {"common": 0, "data": 1, "models": 2, "train": 3, "export": 4, "backends": 5, "quantize": 6,
-         "bundle": 7, "pipeline": 8, "bench": 8, "cli": 9, "api": 10}
+         "bundle": 7, "doctor": 7, "pipeline": 8, "bench": 8, "cli": 9, "api": 10}
 
 
 def stage_of(module: str) -> str:

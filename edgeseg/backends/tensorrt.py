@@ -55,18 +55,33 @@ def require(module: str) -> Any:
 # ----------------------------------------------------------------------------- logging and GPU facts
 
 def _logger(trt: Any) -> Any:
-    """A ``trt.ILogger`` that keeps error messages for our EdgesegErrors and prints warnings."""
+    """A ``trt.ILogger`` that keeps error messages for our EdgesegErrors and forwards each distinct
+    warning once (TensorRT repeats some, e.g. per inference call, which would flood the user's log)."""
 
     class Logger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
+            self.warnings: dict[str, int] = {}  # text -> times seen
 
         def log(self, severity: Any, msg: str) -> None:
+            text = " ".join(str(msg).split())
             if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-                self.errors.append(" ".join(str(msg).split()))
+                self.errors.append(text)
             elif severity == trt.ILogger.Severity.WARNING:
-                log.warning("TensorRT: %s", msg)
+                seen = self.warnings.get(text, 0)
+                self.warnings[text] = seen + 1
+                if not seen:
+                    log.warning("TensorRT: %s", text)
+
+        def mark(self) -> int:
+            """A position in the error list, for ``forget_since`` (errors that are expected)."""
+            return len(self.errors)
+
+        def forget_since(self, mark: int) -> list[str]:
+            """Drop (and return) the errors logged since ``mark``: an expected failure, already handled."""
+            dropped, self.errors[mark:] = self.errors[mark:], []
+            return dropped
 
         def last_error(self) -> str:
             return self.errors[-1][:300] if self.errors else "no error logged"
@@ -95,6 +110,7 @@ class OnnxSummary:
     precision: str  # what the graph carries: fp32 | fp16 | int8 (Q/DQ)
     node_names: list[str]  # in graph order, to name parser errors on 8.6
     shape_bounds: dict[str, Any]  # the export's edgeseg.shape_bounds (input name -> min/opt/max)
+    fp16_qdq: bool = False  # Q/DQ with FP16 scales: the mixed INT8 + FP16 graph (strongly typed builds)
 
 
 def summarize_onnx(model: Any) -> OnnxSummary:
@@ -108,6 +124,8 @@ def summarize_onnx(model: Any) -> OnnxSummary:
                 or any(v.type.tensor_type.elem_type == fp16 for v in (*graph.input, *graph.output, *graph.value_info))
                 or any(n.op_type == "Cast" and any(a.name == "to" and a.i == fp16 for a in n.attribute)
                        for n in graph.node))
+    scales = {n.input[1] for n in graph.node if n.op_type == "DequantizeLinear" and len(n.input) > 1}
+    fp16_qdq = has_qdq and any(t.name in scales and t.data_type == fp16 for t in graph.initializer)
     bounds: dict[str, Any] = {}
     for prop in model.metadata_props:
         if prop.key == "edgeseg.shape_bounds":
@@ -115,7 +133,7 @@ def summarize_onnx(model: Any) -> OnnxSummary:
                 bounds = json.loads(prop.value) or {}
             except json.JSONDecodeError:
                 raise EdgesegError("the ONNX has unreadable edgeseg.shape_bounds metadata; re-export it") from None
-    return OnnxSummary(trt_api.onnx_precision(has_qdq, has_fp16), [n.name for n in graph.node], bounds)
+    return OnnxSummary(trt_api.onnx_precision(has_qdq, has_fp16), [n.name for n in graph.node], bounds, fp16_qdq)
 
 
 def _load_onnx_header(path: Path) -> Any:
@@ -151,6 +169,8 @@ class EngineInfo:
     hardware_compatible: str  # "none" | "ampere_plus" | "same_compute_capability"
     workspace_bytes: int
     build_seconds: float
+    typing: str = "weak"  # "strong" (the ONNX decides every layer's type) or "weak" (builder flags)
+    precision_mix: str = ""  # what the layers run in, e.g. "int8 (Q/DQ) + fp16 (builder flags)"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,15 +180,24 @@ def _cli_version(major: int) -> str:
     return "8.6" if major == 8 else str(min(major, 11))
 
 
-def _read_timing_cache(config: Any, path: Path | None) -> Any:
-    """Attach a timing cache: the file's bytes when it exists, else empty; a cache from another
-    TensorRT/GPU is refused (ignore_mismatch=False) and replaced by an empty one [S1]."""
+def _attach_timing_cache(config: Any, path: Path | None, logger: Any) -> Any:
+    """Attach a timing cache: the file's bytes when it exists, else a new one. A corrupt or foreign
+    file makes ``create_timing_cache`` return None (the binding returns the C++ nullptr) after TensorRT
+    logs a serialization assertion, or ``set_timing_cache(..., ignore_mismatch=False)`` return False:
+    then that expected error is kept out of ``logger.last_error()``, a new cache is started and the
+    file is rewritten after the build [S1]."""
     previous = path.read_bytes() if path is not None and path.is_file() else b""
-    cache = config.create_timing_cache(previous)
-    if not config.set_timing_cache(cache, ignore_mismatch=False) and previous:
-        log.warning("timing cache %s is from another TensorRT version or GPU; starting a new one", path)
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+    if previous:
+        mark = logger.mark()
+        cache = config.create_timing_cache(previous)
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return cache
+        logger.forget_since(mark)
+        log.warning("timing cache %s is corrupt or from another TensorRT version or GPU; rebuilding it", path)
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise EdgesegError(f"TensorRT cannot create an empty timing cache ({logger.last_error()}); check the "
+                           "TensorRT install")
     return cache
 
 
@@ -209,12 +238,14 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
             raise EdgesegError(f"calibration cache {calibration_cache} does not exist; run edgeseg quantize first")
         cache_bytes = Path(calibration_cache).read_bytes()
     plan = trt_api.precision_plan(major, precision, summary.precision, strongly_typed=strongly_typed,
-                                  has_calibration_cache=cache_bytes is not None)
+                                  has_calibration_cache=cache_bytes is not None, fp16_qdq=summary.fp16_qdq)
     gpu = runtime_info()
     level = trt_api.hardware_level(trt, version, hardware_compatible, gpu["compute_capability"])
 
     logger = _logger(trt)
     builder = trt.Builder(logger)
+    if dla_core is not None:  # before parsing: a device without DLA is refused at once [S1, S9]
+        trt_api.require_dla_cores(dla_core, int(builder.num_DLA_cores))
     network = builder.create_network(trt_api.network_flags(trt, major, plan.strongly_typed))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):  # finds .onnx.data sidecars, unlike parse(bytes) [notes 7.7]
@@ -230,7 +261,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
     timing_cache_path = Path(timing_cache_path) if timing_cache_path is not None else None
-    _read_timing_cache(config, timing_cache_path)
+    _attach_timing_cache(config, timing_cache_path, logger)
     profile = None
     if dynamic:
         profile = builder.create_optimization_profile()
@@ -241,13 +272,14 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
                                       version_compatible=version_compatible):
         config.set_flag(flag)
     if plan.implicit_int8:  # 8.6 / 10.x only; deprecated 10.1, removed 11 [notes 3]
+        # the cache's first line is rewritten for this TensorRT (else it is ignored and calibration runs
+        # afresh with no data) [notes 3]
         config.int8_calibrator = trt_api.cache_calibrator(trt, major, cache_bytes, dla=dla_core is not None)
-        if profile is not None:
-            config.set_calibration_profile(profile)
+        if profile is not None:  # a separate min = opt = max profile, as samples/common/sampleEngines.cpp does
+            calibration = builder.create_optimization_profile()
+            calibration.set_shape(input_name, opt, opt, opt)
+            config.set_calibration_profile(calibration)
     if dla_core is not None:  # [S1, S9]
-        if not 0 <= dla_core < builder.num_DLA_cores:
-            raise EdgesegError(f"DLA core {dla_core} asked for but this device has {builder.num_DLA_cores} DLA "
-                               "core(s); pass --dla-core 0 or 1 on Jetson AGX Orin, or drop the option")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(dla_core)
     if level is not None:
@@ -268,7 +300,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
     return EngineInfo(str(engine_path), version, gpu["compute_capability"], gpu["gpu"], precision,
                       plan.onnx_precision, plan.strongly_typed, plan.implicit_int8, input_name,
                       {"min": list(lo), "opt": list(opt), "max": list(hi)}, dla_core, bool(version_compatible),
-                      trt_api.hardware_level_name(hardware_compatible), int(workspace_bytes), round(seconds, 3))
+                      trt_api.hardware_level_name(hardware_compatible), int(workspace_bytes), round(seconds, 3),
+                      plan.typing, plan.precision_mix)
 
 
 # ----------------------------------------------------------------------------- runner
@@ -305,21 +338,44 @@ class _Tensor:
     shape: tuple[int, ...]  # -1 = dynamic
 
 
+BUNDLE_MANIFEST = "manifest.json"  # what edgeseg.bundle writes next to model.engine (read here as plain JSON)
+
+
+def engine_record_beside(engine_path: str | Path) -> dict[str, Any]:
+    """The ``engine`` record of the bundle manifest next to ``engine_path`` when it describes this plan,
+    else {}. Plain JSON: nothing is executed or unpickled."""
+    engine_path = Path(engine_path)
+    try:
+        manifest = json.loads((engine_path.parent / BUNDLE_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    record = manifest.get("engine") if isinstance(manifest, dict) else None
+    if isinstance(record, dict) and record.get("file", engine_path.name) == engine_path.name:
+        return dict(record)
+    return {}
+
+
 class TensorRTRunner(Runner):
     """Runs a serialized engine on GPU ``device`` in PyTorch's primary CUDA context.
 
-    ``engine_info``: the build's ``EngineInfo.to_dict()`` (from the bundle manifest); when given,
-    the plan is checked against this TensorRT and GPU before loading (the error names every
-    difference and the rebuild command), and its ``dla_core`` / ``version_compatible`` are used.
+    ``engine_info``: the build's ``EngineInfo.to_dict()`` (from the bundle manifest); without it the
+    record of the bundle manifest next to the plan is used when there is one. With a record the plan
+    is checked against this TensorRT and GPU before loading (the error names every difference and
+    the rebuild command), and its ``dla_core`` / ``version_compatible`` are used.
+    ``version_compatible``: True for a plan built with VERSION_COMPATIBLE when no record says so
+    (no binding reads the flag from a plan before deserializing it; TensorRT refuses such a plan
+    unless ``engine_host_code_allowed`` is set, as samples/common/sampleEngines.cpp does).
     """
 
     name = "tensorrt"
 
     def __init__(self, engine_path: str | Path, *, engine_info: Mapping[str, Any] | None = None,
-                 device: int = 0) -> None:
+                 device: int = 0, version_compatible: bool | None = None) -> None:
         super().__init__()
         self.engine_path = Path(engine_path)
-        self.engine_info = dict(engine_info or {})
+        self.engine_info = dict(engine_info or {}) or engine_record_beside(self.engine_path)
+        if version_compatible is not None:
+            self.engine_info["version_compatible"] = bool(version_compatible)
         self.device = device
         self._rebuild = trt_api.REBUILD.format(dir=self.engine_path.parent)  # the bundle folder holds the engine
         self._spec: InputSpec | None = None
@@ -329,7 +385,7 @@ class TensorRTRunner(Runner):
         trt, cuda = require("tensorrt"), require("pycuda.driver")
         if not self.engine_path.is_file():
             raise EdgesegError(f"engine {self.engine_path} does not exist; build it with `{self._rebuild}`")
-        if self.engine_info:
+        if self.engine_info.get("trt_version"):
             trt_api.require_compatible(self.engine_info, runtime_info(self.device), str(self.engine_path),
                                        str(self.engine_path.parent))
         cuda.init()
@@ -354,9 +410,12 @@ class TensorRTRunner(Runner):
             self._runtime.engine_host_code_allowed = True  # runs the lean runtime the plan carries (8.6+) [S10]
         engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if engine is None:
+            vc = "" if self.engine_info.get("version_compatible") else (
+                " (a plan built version-compatible needs version_compatible=True when no bundle manifest sits next "
+                "to it)")
             raise EdgesegError(f"TensorRT {trt.__version__} cannot load {self.engine_path} "
                                f"({self._logger.last_error()}); the file is corrupt or was built for another TensorRT "
-                               f"version or GPU; rebuild it with `{self._rebuild}`")
+                               f"version or GPU{vc}; rebuild it with `{self._rebuild}`")
         self._engine = engine
         self._context = engine.create_execution_context()
         ios = {trt.TensorIOMode.INPUT: [], trt.TensorIOMode.OUTPUT: []}
@@ -385,7 +444,7 @@ class TensorRTRunner(Runner):
         try:
             for buffer in self._buffers.values():
                 buffer.free()
-            self._context = self._engine = self._runtime = self._stream = None
+            self._context = self._engine = self._runtime = self._stream = self._own_stream = None
         finally:
             self._cuda.Context.pop()
             self._ctx.detach()
@@ -440,9 +499,20 @@ class TensorRTRunner(Runner):
         finally:
             cuda.Context.pop()
 
+    def _torch_stream(self, torch: Any, device: Any) -> Any:
+        """The stream TensorRT runs on for torch tensors: the caller's current stream when it is not a
+        default stream, else this runner's own (made once). TensorRT warns on every enqueueV3 on the
+        default stream and adds synchronisation [notes 2]."""
+        current = torch.cuda.current_stream(device)
+        if not trt_api.is_default_stream(current.cuda_stream):
+            return current, current
+        if getattr(self, "_own_stream", None) is None:
+            self._own_stream = torch.cuda.Stream(device=device)
+        return current, self._own_stream
+
     def _infer_torch_cuda(self, x: Any) -> Any:
-        """No host copies: TensorRT reads the tensor's memory and writes a new CUDA tensor, on PyTorch's
-        current stream [notes 2]."""
+        """No host copies: TensorRT reads the tensor's memory and writes a new CUDA tensor, on the caller's
+        non-default stream or the runner's own stream, ordered after the caller's pending work."""
         import torch
 
         if x.device.index not in (None, self.device):
@@ -454,7 +524,9 @@ class TensorRTRunner(Runner):
             out_shape = self._set_shape(tuple(x.shape))
             out_dtype = torch.from_numpy(np.empty(0, self._output.dtype)).dtype
             out = torch.empty(out_shape, dtype=out_dtype, device=x.device)
-            stream = torch.cuda.current_stream(x.device)
+            current, stream = self._torch_stream(torch, x.device)
+            if stream is not current:
+                stream.wait_stream(current)  # x (and out's allocation) are ready on the caller's stream first
             self._context.set_tensor_address(self._input.name, x.data_ptr())
             self._context.set_tensor_address(self._output.name, out.data_ptr())
             self._run(stream.cuda_stream)
@@ -464,5 +536,5 @@ class TensorRTRunner(Runner):
             self._cuda.Context.pop()
 
 
-__all__ = ["EXTRA", "EngineInfo", "OnnxSummary", "TensorRTRunner", "build_engine", "require", "runtime_info",
-           "summarize_onnx"]
+__all__ = ["BUNDLE_MANIFEST", "EXTRA", "EngineInfo", "OnnxSummary", "TensorRTRunner", "build_engine",
+           "engine_record_beside", "require", "runtime_info", "summarize_onnx", "tensorrt_available"]

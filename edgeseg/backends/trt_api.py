@@ -10,7 +10,9 @@ only); running plans with 8.5+ (8.5 has every runtime call used [S1]).
 """
 from __future__ import annotations
 
+import platform
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,14 +58,44 @@ def _at_least(version: str, *minimum: int) -> bool:
     return v + (0,) * (len(minimum) - len(v)) >= minimum
 
 
-def require_build_support(version: str, *, dla: bool = False) -> None:
-    """Refuse TensorRT versions edgeseg cannot build with (< 8.6, 9.x) and DLA on 11.0-11.3 [S1, S9]."""
+def dla_support(version: str, system: str | None = None, machine: str | None = None) -> str | None:
+    """None when TensorRT ``version`` builds for DLA on this platform, else the reason (one phrase).
+
+    8.6 and 10.0-10.7 have DLA (Jetson AGX Orin / Orin NX); 10.7 was the last 10.x release with DLA,
+    and 11.x has DLA only on Windows on ARM (TensorRT 11.4 docs, "Working with DLA"). These facts are
+    from NVIDIA's documentation: every binding surface keeps Builder.num_DLA_cores, so the bindings
+    cannot tell (tools/trt_surface)."""
+    system = sys.platform if system is None else system
+    machine = (platform.machine() if machine is None else machine).lower()
+    v = version_tuple(version)
+    if v[0] == 10 and v[:2] > (10, 7):
+        return (f"TensorRT {version} has no DLA (10.7 was the last 10.x release with DLA; JetPack 6.1 ships "
+                "TensorRT 10.3)")
+    if v[0] >= 11 and not (system == "win32" and machine in ("arm64", "aarch64")):
+        return f"TensorRT {version} has DLA only on Windows on ARM (TensorRT 11.4 docs, 'Working with DLA')"
+    return None
+
+
+def require_build_support(version: str, *, dla: bool = False, system: str | None = None,
+                          machine: str | None = None) -> None:
+    """Refuse TensorRT versions edgeseg cannot build with (< 8.6, 9.x), and DLA where the version has none."""
     if not _at_least(version, 8, 6) or trt_major(version) == 9:
         raise EdgesegError(f"edgeseg builds engines with TensorRT 8.6, 10.x or 11.x, found {version}; upgrade "
                            "TensorRT (JetPack 6.0 ships 8.6, JetPack 6.1 ships 10.3) or use --backend ort")
-    if dla and trt_major(version) == 11 and not _at_least(version, 11, 4):
-        raise EdgesegError(f"TensorRT {version} has no DLA support (removed in 11.0-11.3, back in 11.4.1 for AGX "
-                           "Orin with JetPack >= 7.2.2); drop --dla-core or use TensorRT 10.3 / 11.4+")
+    reason = dla_support(version, system, machine) if dla else None
+    if reason:
+        raise EdgesegError(f"--dla-core cannot be used: {reason}; drop --dla-core, or build on a Jetson with "
+                           "TensorRT 8.6-10.7 (JetPack 6.1: 10.3)")
+
+
+def require_dla_cores(dla_core: int, cores: int) -> None:
+    """Refuse a DLA core this device lacks (``cores`` = builder.num_DLA_cores), before any parsing."""
+    if cores <= 0:
+        raise EdgesegError(f"--dla-core {dla_core} asked for but this device has no DLA (num_DLA_cores is 0; DLA "
+                           "exists on Jetson AGX Orin and Orin NX); drop --dla-core")
+    if not 0 <= dla_core < cores:
+        raise EdgesegError(f"DLA core {dla_core} asked for but this device has {cores} DLA core(s); pass --dla-core "
+                           f"0{' or 1' if cores > 1 else ''}, or drop the option")
 
 
 # ----------------------------------------------------------------------------- precision
@@ -81,31 +113,65 @@ class PrecisionPlan:
     onnx_precision: str  # what the ONNX carries: fp32 | fp16 | int8
     strongly_typed: bool
     implicit_int8: bool  # INT8 builder flag + calibration cache (8.6 / 10.x only)
+    fp16_qdq: bool = False  # a Q/DQ graph with FP16 scales and FP16 compute between the pairs (mixed graph)
+
+    @property
+    def typing(self) -> str:
+        return "strong" if self.strongly_typed else "weak"
+
+    @property
+    def precision_mix(self) -> str:
+        """What the layers run in, for the manifest: e.g. "int8 (Q/DQ) + fp16 (builder flags)"."""
+        if self.precision == "fp32":
+            return "fp32"
+        if self.precision == "fp16":
+            return "fp16 (from the ONNX)" if self.onnx_precision == "fp16" else "fp16 (builder flag) + fp32 fallback"
+        source = "int8 (calibration cache)" if self.implicit_int8 else "int8 (Q/DQ)"
+        if not self.strongly_typed:
+            return f"{source} + fp16 (builder flags)"
+        return f"{source} + " + ("fp16 (FP16 graph)" if self.fp16_qdq else "fp32")
+
+
+FP16_QDQ_GRAPH = "model.int8.trt16.onnx"  # the bundle's Q/DQ graph with FP16 scales (opset 19, TensorRT 10/11)
 
 
 def precision_plan(major: int, precision: str, onnx: str, *, strongly_typed: bool | None = None,
-                   has_calibration_cache: bool = False) -> PrecisionPlan:
+                   has_calibration_cache: bool = False, fp16_qdq: bool = False) -> PrecisionPlan:
     """Resolve and validate how ``precision`` is obtained from an ONNX carrying ``onnx`` precision.
 
-    ``strongly_typed=None`` picks: always on 11+, on 10.x when the ONNX carries its precision
-    (FP16 ONNX or Q/DQ ONNX), never on 8.6 (no STRONGLY_TYPED flag) [S1, S2]. Never silently
-    builds another precision than asked: mismatches raise EdgesegError.
+    The precision mix is the same on every version: unquantized layers of an INT8 engine run FP16.
+    ``strongly_typed=None`` picks: always on 11+; on 10.x only when the ONNX carries FP16 itself (an
+    FP16 ONNX, or a Q/DQ graph with FP16 scales, ``fp16_qdq``): a Q/DQ graph with FP32 scales is built
+    weakly typed with FP16|INT8 flags, as on 8.6, because strongly typed it would run every
+    unquantized layer in FP32 [S1, S2, notes 4]. On 11.x such a graph is refused unless
+    ``strongly_typed=True`` is passed explicitly (INT8 + FP32). Never silently builds another
+    precision than asked: mismatches raise EdgesegError.
     """
     if precision not in PRECISIONS:
         raise EdgesegError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if onnx not in PRECISIONS:
         raise EdgesegError(f"ONNX precision must be one of {', '.join(PRECISIONS)}, got {onnx!r}")
+    fp16_qdq = bool(fp16_qdq and onnx == "int8")
+    if fp16_qdq and major < 10:
+        raise EdgesegError(f"TensorRT {major}.x parses opset <= 17 and FP16-scale Q/DQ graphs need opset 19; build "
+                           "from the FP32-scale Q/DQ graph (model.int8.trt.onnx) instead")
+    explicit = strongly_typed is not None
     if strongly_typed is None:
-        strongly_typed = major >= 11 or (major == 10 and onnx != "fp32")
+        strongly_typed = major >= 11 or (major == 10 and (onnx == "fp16" or fp16_qdq))
     if strongly_typed and major < 10:
         raise EdgesegError(f"TensorRT {major}.x has no strongly typed networks (STRONGLY_TYPED is 10.0+); "
                            "build without strongly_typed=True")
     if not strongly_typed and major >= 11:
         raise EdgesegError("TensorRT 11 networks are always strongly typed; drop strongly_typed=False")
+    if major >= 11 and onnx == "int8" and not fp16_qdq and not explicit:
+        raise EdgesegError(f"TensorRT 11 builds Q/DQ graphs strongly typed, so FP32 Q/DQ scales would run every "
+                           f"unquantized layer (Resize, head, Add/Concat) in FP32; build from the FP16-scale Q/DQ graph "
+                           f"({FP16_QDQ_GRAPH}, or `edgeseg quantize --layout trt --fp16-scales` on an opset >= 19 "
+                           "export), or pass strongly_typed=True to accept INT8 + FP32")
     implicit = precision == "int8" and onnx == "fp32"
     if implicit and major >= 11:
         raise EdgesegError("TensorRT 11 has no implicit INT8 calibration (no INT8 flag, no calibrators); build "
-                           "from the Q/DQ ONNX (model.int8.onnx, quantized with --layout trt) instead")
+                           f"from the Q/DQ ONNX ({FP16_QDQ_GRAPH}, quantized with --layout trt --fp16-scales) instead")
     if implicit and strongly_typed:
         raise EdgesegError("implicit INT8 (calibration cache) needs a weakly typed network; pass "
                            "strongly_typed=False or build from the Q/DQ ONNX")
@@ -121,7 +187,7 @@ def precision_plan(major: int, precision: str, onnx: str, *, strongly_typed: boo
             f"the ONNX already carries {onnx.upper()}"
         raise EdgesegError(f"precision {precision} asked but the ONNX is {onnx.upper()} ({where}); build from the "
                            f"{precision.upper()} ONNX of the bundle or ask for precision {onnx}")
-    return PrecisionPlan(precision, onnx, strongly_typed, implicit)
+    return PrecisionPlan(precision, onnx, strongly_typed, implicit, fp16_qdq)
 
 
 # ----------------------------------------------------------------------------- network and builder flags
@@ -330,8 +396,12 @@ _NUMPY_TYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": 
 
 
 def numpy_dtype(trt_dtype: Any) -> np.dtype:
-    """numpy dtype of a ``trt.DataType`` (by member name). Not ``trt.nptype``: some 8.x builds map
-    ``np.bool``, which numpy 1.24-1.26 lacks, so the call fails even for float32."""
+    """numpy dtype of a ``trt.DataType`` (by member name, so fakes and every version work alike).
+
+    ``trt.nptype`` would do for the types it knows (the real 8.6.1, 10.3, 10.16 and 11.4 wheels'
+    __init__.py all map ``bool: np.bool_``, which every numpy has; an earlier comment here claimed
+    8.x used the removed ``np.bool``: wrong); it lacks INT64 and raises a TypeError for the rest.
+    The names are checked against each version's DataType in tools/trt_surface."""
     name = getattr(trt_dtype, "name", str(trt_dtype))
     if name not in _NUMPY_TYPES:
         raise EdgesegError(f"engine I/O type {name} has no numpy equivalent; rebuild from an ONNX with float32, "
@@ -366,6 +436,32 @@ def parser_errors(parser: Any, node_names: Sequence[str] | None = None) -> list[
 
 # ----------------------------------------------------------------------------- implicit INT8 (8.6 / 10.x)
 
+NO_IMPLICIT_INT8 = ("TensorRT {version} has no implicit INT8 calibration (no INT8 flag, no calibrators, no calibration "
+                    "cache since 11.0); build from the Q/DQ model instead (the bundle's " + FP16_QDQ_GRAPH + ", or "
+                    "`edgeseg quantize --layout trt --fp16-scales`)")
+
+
+def version_code(version: str) -> int:
+    """NV_TENSORRT_VERSION of a release, the number in a calibration cache's first line.
+
+    8.x: MAJOR*1000+MINOR*100+PATCH (release/8.6 include/NvInferRuntimeBase.h kNV_TENSORRT_VERSION_IMPL:
+    8.6.1 -> 8601); 10.x and later: MAJOR*10000+MINOR*100+PATCH (NV_TENSORRT_VERSION_INT in
+    release/10.3, 10.16 and 11.1: 10.3.0 -> 100300, as in NGC's TrafficCamNet cache). The formula of
+    each release is recorded in tools/trt_surface/<version>.txt, which the tests compare with."""
+    major, minor, patch = (version_tuple(version) + (0, 0))[:3]
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+
+def calibration_cache_header(version: str, algorithm: str) -> str:
+    """``TRT-<version code>-<Algorithm>``: the first line TensorRT ``version`` expects [S14]. 11.x refused."""
+    if trt_major(version) >= 11:
+        raise EdgesegError(NO_IMPLICIT_INT8.format(version=version))
+    if algorithm not in _CALIBRATION_ALGORITHMS:
+        raise EdgesegError(f"calibration cache algorithm must be one of {', '.join(_CALIBRATION_ALGORITHMS)}, got "
+                           f"{algorithm!r}")
+    return f"TRT-{version_code(version)}-{algorithm}"
+
+
 def calibration_algorithm(cache: bytes) -> str:
     """The algorithm named in a cache's header ``TRT-<version code>-<Algorithm>`` [S14]; EdgesegError if
     the header is not one edgeseg can replay (EntropyCalibration2, MinMaxCalibration)."""
@@ -377,22 +473,34 @@ def calibration_algorithm(cache: bytes) -> str:
     return m.group(1)
 
 
+def retarget_calibration_cache(cache: bytes, version: str) -> bytes:
+    """``cache`` with its first line rewritten for TensorRT ``version`` (same algorithm, same table).
+
+    TensorRT ignores a table whose header names another version or algorithm and then calibrates
+    afresh, which fails without data [notes 3]; so a cache is retargeted to the TensorRT that reads it."""
+    algorithm = calibration_algorithm(cache)
+    table = cache.split(b"\n", 1)[1] if b"\n" in cache else b""
+    return (calibration_cache_header(version, algorithm) + "\n").encode() + table
+
+
 def cache_calibrator(trt: Any, major: int, cache: bytes, *, dla: bool = False) -> Any:
     """An ``IInt8EntropyCalibrator2`` (or ``IInt8MinMaxCalibrator``, per the cache header) that replays
-    ``cache``: ``get_batch`` returns None, so TensorRT runs no GPU calibration pass [S1, notes 3].
-    TensorRT 8.6 / 10.x only (calibrators are removed in 11); DLA requires EntropyCalibration2."""
+    ``cache`` with its header rewritten for ``trt.__version__``: ``get_batch`` returns None, so
+    TensorRT runs no GPU calibration pass [S1, notes 3]. TensorRT 8.6 / 10.x only (calibrators are
+    removed in 11); DLA requires EntropyCalibration2."""
     if major >= 11:
-        raise EdgesegError("TensorRT 11 has no INT8 calibrators; build from the Q/DQ ONNX instead")
+        raise EdgesegError(NO_IMPLICIT_INT8.format(version=getattr(trt, "__version__", major)))
     algorithm = calibration_algorithm(cache)
     if dla and algorithm != "EntropyCalibration2":
         raise EdgesegError(f"DLA needs an EntropyCalibration2 cache, got {algorithm}; recalibrate with the entropy "
                            "method")
+    replay = retarget_calibration_cache(cache, trt.__version__)
     base = getattr(trt, _CALIBRATION_ALGORITHMS[algorithm])
 
     class CacheCalibrator(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
             base.__init__(self)  # pybind11 trampolines need the base initializer
-            self.cache = bytes(cache)  # kept alive: TensorRT reads the buffer during the build
+            self.cache = replay  # kept alive: TensorRT reads the buffer during the build
 
         def get_batch_size(self) -> int:
             return 1
@@ -409,7 +517,19 @@ def cache_calibrator(trt: Any, major: int, cache: bytes, *, dla: bool = False) -
     return CacheCalibrator()
 
 
-__all__ = ["HARDWARE_LEVELS", "PRECISIONS", "PrecisionPlan", "builder_flags", "cache_calibrator",
-           "calibration_algorithm", "engine_compatibility", "hardware_level", "hardware_level_name",
+# ----------------------------------------------------------------------------- streams
+
+DEFAULT_STREAM_HANDLES = (0, 1, 2)  # the null stream, cudaStreamLegacy, cudaStreamPerThread
+
+
+def is_default_stream(handle: int) -> bool:
+    """True for a CUDA default-stream handle (what torch.cuda.current_stream() is unless the caller
+    set another): TensorRT warns on every enqueueV3 there and adds synchronisation [notes 2]."""
+    return int(handle) in DEFAULT_STREAM_HANDLES
+
+
+__all__ = ["FP16_QDQ_GRAPH", "HARDWARE_LEVELS", "NO_IMPLICIT_INT8", "PRECISIONS", "PrecisionPlan", "builder_flags",
+           "cache_calibrator", "calibration_algorithm", "calibration_cache_header", "dla_support", "is_default_stream",
+           "require_dla_cores", "retarget_calibration_cache", "version_code", "engine_compatibility", "hardware_level", "hardware_level_name",
            "incompatibility_message", "network_flags", "numpy_dtype", "onnx_precision", "parser_errors", "precision_plan",
            "profile_shapes", "require_build_support", "require_compatible", "trt_major", "version_tuple"]

@@ -20,6 +20,7 @@ from typing import Any
 
 from edgeseg.backends import registry
 from edgeseg.backends.tensorrt import tensorrt_available
+from edgeseg.backends.trt_api import FP16_QDQ_GRAPH  # the mixed INT8 + FP16 Q/DQ graph (TensorRT 11)
 from edgeseg.bundle.manifest import Bundle, check_bundle_out, read_bundle, staging_dir, write_manifest
 from edgeseg.errors import EdgesegError
 
@@ -144,7 +145,7 @@ def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> Buil
 def _build_int8(opts: BuildOptions, fp32: Path, pre, stage: Path, roles: dict[str, str],
                 log: Callable[[str], None]) -> dict[str, Any]:
     from edgeseg.quantize.calib_set import draw_calibration_set, iter_calibration_inputs
-    from edgeseg.quantize.pipeline import SENSITIVITY_IMAGES, build_int8, calibration_stats, miou_evaluator
+    from edgeseg.quantize.pipeline import SENSITIVITY_IMAGES, build_int8, calibration_stats, int8_ranges, miou_evaluator
 
     calib, warnings = draw_calibration_set(opts.data, opts.calib_split, opts.calib_count, pre)
     calib.save(stage / "calibration.json")
@@ -161,11 +162,25 @@ def _build_int8(opts: BuildOptions, fp32: Path, pre, stage: Path, roles: dict[st
     report = build_int8(fp32, stage / VARIANT_FILES["int8"], stats, layout="cpu", calibrator=opts.calibrator,
                         stats_cache_hit=hit, **inputs, **guard)
     roles["int8"] = VARIANT_FILES["int8"]
+    from edgeseg.quantize.qdq import fp16_qdq_graph
+    from edgeseg.quantize.trt_cache import ALGORITHMS
+
+    # TensorRT's implicit INT8 replays only entropy / minmax tables (its calibrator algorithms)
+    cache = stage / "calibration.cache" if opts.calibrator in ALGORITHMS else None
     build_int8(fp32, stage / "model.int8.trt.onnx", stats, layout="trt", calibrator=opts.calibrator,
-               trt_cache=stage / "calibration.cache", trt_version=opts.trt_version_for_cache, **inputs)
-    roles.update(int8_trt="model.int8.trt.onnx", calibration_cache="calibration.cache")
+               trt_cache=cache, trt_version=opts.trt_version_for_cache, **inputs)
+    roles["int8_trt"] = "model.int8.trt.onnx"
+    if cache is not None:
+        roles["calibration_cache"] = cache.name
+    else:
+        log(f"note: no calibration.cache: TensorRT has no {opts.calibrator} calibrator to replay it (entropy and "
+            "minmax only); the engine is built from the Q/DQ ONNX")
+    # INT8 + FP16 for strongly typed builds (TensorRT 11): FP16 scales and compute, opset 19
+    fp16_qdq_graph(fp32, stage / FP16_QDQ_GRAPH, int8_ranges(fp32, stats, opts.calibrator, "trt", pre))
+    roles["int8_trt_fp16"] = FP16_QDQ_GRAPH
     info: dict[str, Any] = {"manifest": "calibration.json", "manifest_sha256": calib.sha256, "count": calib.count,
-                            "calibrator": opts.calibrator, "split": opts.calib_split}
+                            "calibrator": opts.calibrator, "split": opts.calib_split,
+                            "trt_cache": cache.name if cache is not None else None}
     if report.guard is not None:
         g = report.guard
         info["guard"] = {"max_drop": g.max_drop, "fp32_miou": g.fp32_miou, "int8_miou": g.int8_miou,
@@ -231,20 +246,53 @@ def _maybe_engine(opts: BuildOptions, stage: Path, roles: dict[str, str], manife
     return build_engine_into(stage, roles, manifest, opts.precision, opts.workspace_gb, opts.dla_core, log)
 
 
+def engine_source(roles: dict[str, str], precision: str, trt_version: str) -> str:
+    """The bundle file TensorRT ``trt_version`` builds ``precision`` from. INT8: the FP32-scale Q/DQ graph,
+    weakly typed with FP16|INT8 flags, on 8.6 / 10.x; the FP16-scale Q/DQ graph (strongly typed INT8 +
+    FP16) on 11.x, which has no precision flags. Either way unquantized layers run FP16."""
+    from edgeseg.backends import trt_api
+
+    if precision != "int8":
+        return roles.get(precision, roles["fp32"])
+    if trt_api.trt_major(trt_version) >= 11 and "int8_trt_fp16" in roles:
+        return roles["int8_trt_fp16"]
+    return roles.get("int8_trt", roles["fp32"])
+
+
 def build_engine_into(root: Path, roles: dict[str, str], manifest: dict[str, Any], precision: str,
                       workspace_gb: float = 2.0, dla_core: int | None = None, log=print) -> dict[str, Any]:
-    """Build ``model.engine`` in ``root`` from the precision's ONNX (TensorRT layout for INT8)."""
-    from edgeseg.backends.tensorrt import build_engine
+    """Build ``model.engine`` in ``root`` from the precision's ONNX (TensorRT layout for INT8); the record
+    says which typing and precision mix the engine was built with."""
+    from edgeseg.backends.tensorrt import build_engine, require
 
-    source = root / roles.get("int8_trt" if precision == "int8" else precision, roles["fp32"])
+    source = root / engine_source(roles, precision, require("tensorrt").__version__)
     bounds = (manifest.get("input") or {}).get("shape_bounds") or None
     info = build_engine(source, root / "model.engine", precision=precision,
                         bounds=bounds.get("input") if bounds else None,
                         workspace_bytes=int(workspace_gb * (1 << 30)), dla_core=dla_core,
                         timing_cache_path=root / "timing.cache")
     roles["engine"] = "model.engine"
-    log(f"TensorRT {info.trt_version} engine for compute capability {info.compute_capability} -> model.engine")
+    log(f"TensorRT {info.trt_version} engine for compute capability {info.compute_capability} -> model.engine "
+        f"({info.typing}ly typed, {info.precision_mix})")
     return dict(info.to_dict(), file="model.engine", source=source.name)
+
+
+def retarget_bundle_cache(root: Path, roles: dict[str, str], trt_version: str, log=print) -> str | None:
+    """Rewrite the bundle's calibration.cache first line for TensorRT ``trt_version`` (8.6 / 10.x), so
+    trtexec --calib, nvinfer or an implicit-INT8 build on this device replays it; 11.x has no implicit INT8:
+    the cache stays as written. Returns the new header."""
+    from edgeseg.backends import trt_api
+    from edgeseg.quantize.trt_cache import retarget_cache_file
+
+    if "calibration_cache" not in roles:
+        return None
+    if trt_api.trt_major(trt_version) >= 11:
+        log(f"TensorRT {trt_version} has no implicit INT8: calibration.cache is kept for TensorRT 8.6 / 10.x")
+        return None
+    path = root / roles["calibration_cache"]
+    header = retarget_cache_file(path, path, trt_version)
+    log(f"calibration.cache header for TensorRT {trt_version}: {header}")
+    return header
 
 
 def finish_engine(bundle_dir: Path, workspace_gb: float = 2.0, dla_core: int | None = None,
@@ -263,6 +311,9 @@ def finish_engine(bundle_dir: Path, workspace_gb: float = 2.0, dla_core: int | N
             shutil.copyfile(bundle.member(name), stage / name)
         manifest = dict(bundle.manifest)
         roles = dict(manifest["roles"])
+        from edgeseg.backends.tensorrt import require
+
+        retarget_bundle_cache(stage, roles, require("tensorrt").__version__, log)
         manifest["engine"] = build_engine_into(stage, roles, manifest, bundle.precision, workspace_gb, dla_core, log)
         manifest["roles"] = roles
         manifest = write_manifest(stage, manifest)

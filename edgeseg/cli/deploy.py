@@ -91,8 +91,12 @@ def infer_cmd(bundle_dir: Path, source: str, out: Path, overwrite: bool, backend
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Check the bundle's file hashes.")
 @click.option("--overwrite", is_flag=True, help="Replace the --deepstream folder / the Triton model folder even when "
               "it holds files edgeseg deploy did not write.")
+@click.option("--trt-version", default=None,
+              help="DeepStream INT8: the TensorRT nvinfer runs (DeepStream 7.1: 10.3.0); calibration.cache gets its "
+                   "header (default: the bundle engine's TensorRT).")
 def deploy_cmd(bundle_dir: Path, deepstream: Path | None, triton: Path | None, model_name: str | None,
-               batch_size: int | None, segmentation_threshold: float, verify: bool, overwrite: bool) -> None:
+               batch_size: int | None, segmentation_threshold: float, verify: bool, overwrite: bool,
+               trt_version: str | None) -> None:
     """Write a DeepStream nvinfer config and/or a Triton model repository for a bundle."""
     from edgeseg.pipeline.deepstream import write_deepstream
     from edgeseg.pipeline.triton import write_triton
@@ -101,7 +105,8 @@ def deploy_cmd(bundle_dir: Path, deepstream: Path | None, triton: Path | None, m
         raise EdgesegError("expected --deepstream DIR and/or --triton DIR, got neither; pass at least one")
     if deepstream is not None:
         res = write_deepstream(bundle_dir, deepstream, batch_size=batch_size,
-                               segmentation_threshold=segmentation_threshold, verify=verify, overwrite=overwrite)
+                               segmentation_threshold=segmentation_threshold, verify=verify, overwrite=overwrite,
+                               trt_version=trt_version)
         click.echo(f"DeepStream: {res.out} ({', '.join(res.files)})")
         for warning in res.warnings:
             click.echo(f"warning: {warning}", err=True)

@@ -21,7 +21,6 @@ engine from it on the device (INT8 from the bundle's calibration.cache) and save
 from __future__ import annotations
 
 import configparser
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,8 +246,9 @@ def resize_warning(pre: Preprocessing) -> str | None:
 
 def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: TensorInfo | None = None,
                    batch_size: int | None = None, segmentation_threshold: float = 0.0,
-                   gpu_id: int = 0) -> tuple[str, list[str]]:
-    """(config text, warnings) for ``bundle`` as written next to ``onnx_name`` by write_deepstream."""
+                   gpu_id: int = 0, cache_header: str | None = None) -> tuple[str, list[str]]:
+    """(config text, warnings) for ``bundle`` as written next to ``onnx_name`` by write_deepstream;
+    ``cache_header``: the first line of the calibration.cache written beside it (INT8)."""
     pre = bundle.preprocessing
     norm = nvinfer_normalization(pre)
     warnings = [w for w in (norm.warning, resize_warning(pre)) if w]
@@ -275,7 +275,7 @@ def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: Tens
     if mode == "int8" and cache is None:
         raise EdgesegError(f"{bundle.root} is INT8 but has no calibration.cache for nvinfer; rebuild it with "
                            "`edgeseg build --precision int8`")
-    header = cache.read_text().splitlines()[0] if mode == "int8" else ""
+    header = (cache_header or cache.read_text().splitlines()[0]) if mode == "int8" else ""
     std = ", ".join(fmt_number(s) for s in pre.std)
     lines = [
         f"{DS_HEADER} {bundle.root.name} ({m.get('model')}, {mode}, "
@@ -367,23 +367,44 @@ def _own_deepstream_entry(path: Path) -> bool:
     return path.is_file() and not path.is_symlink() and (path.name in DS_FILES or engine)
 
 
+def deepstream_trt_version(bundle: Bundle, trt_version: str | None) -> str | None:
+    """The TensorRT the DeepStream device runs, for the INT8 calibration cache's first line: ``trt_version``,
+    else the bundle engine's, else EdgesegError (INT8 only; other precisions need none)."""
+    if bundle.precision != "int8":
+        return trt_version
+    version = trt_version or (bundle.manifest.get("engine") or {}).get("trt_version")
+    if not version:
+        raise EdgesegError("an INT8 DeepStream folder needs the TensorRT version nvinfer runs, got none; pass "
+                           "--trt-version X.Y.Z (DeepStream 7.1 ships TensorRT 10.3.0, 7.0 ships 8.6.1, 6.3 ships "
+                           "8.5.x), so calibration.cache carries the header that TensorRT reads")
+    return version
+
+
 def write_deepstream(bundle_dir: str | Path, out: str | Path, *, batch_size: int | None = None,
                      segmentation_threshold: float = 0.0, verify: bool = True,
-                     overwrite: bool = False) -> DeployResult:
-    """Write the nvinfer config, labels.txt, model.ds.onnx (+ calibration.cache for INT8) and a README
-    with a gst-launch line into ``out``, replaced as a whole: a folder edgeseg deploy wrote (with the
-    engines nvinfer saved there, which are stale for a new model) or an empty one; anything else
-    only with ``overwrite``."""
+                     overwrite: bool = False, trt_version: str | None = None) -> DeployResult:
+    """Write the nvinfer config, labels.txt, model.ds.onnx (+ calibration.cache for INT8, its first line
+    rewritten for ``trt_version``, the TensorRT of the DeepStream device) and a README with a gst-launch
+    line into ``out``, replaced as a whole: a folder edgeseg deploy wrote (with the engines nvinfer saved
+    there, which are stale for a new model) or an empty one; anything else only with ``overwrite``."""
+    from edgeseg.quantize.trt_cache import retarget_cache_file
+
     out = check_target(Path(out), DS_CONFIG, DS_HEADER, _own_deepstream_entry, "--deepstream", overwrite)
     bundle = read_bundle(bundle_dir, check_hashes=verify)
     if verify:
         verify_bundle(bundle)
+    trt_version = deepstream_trt_version(bundle, trt_version)
+    if bundle.precision == "int8" and bundle.file("calibration_cache") is None:
+        raise EdgesegError(f"{bundle.root} is INT8 but has no calibration.cache for nvinfer (built with a calibrator "
+                           "TensorRT cannot replay, or an old bundle); rebuild it with `edgeseg build --precision int8 "
+                           "--calibrator entropy`")
     with staging_dir(out) as stage:
+        header = None
+        if bundle.precision == "int8":
+            header = retarget_cache_file(bundle.file("calibration_cache"), stage / "calibration.cache", trt_version)
         info = _write_softmax_onnx(bundle.file("fp32"), stage / DS_ONNX)
         text, warnings = nvinfer_config(bundle, input_info=info, batch_size=batch_size,
-                                        segmentation_threshold=segmentation_threshold)
-        if bundle.precision == "int8":
-            shutil.copyfile(bundle.file("calibration_cache"), stage / "calibration.cache")
+                                        segmentation_threshold=segmentation_threshold, cache_header=header)
         (stage / "labels.txt").write_text("\n".join(bundle.classes) + "\n")
         problems = validate_nvinfer(text, stage)
         if problems:

@@ -21,7 +21,7 @@ from edgeseg.quantize.histograms import TensorStats, cached_stats, iter_activati
 from edgeseg.quantize.known_ranges import apply_known_ranges, known_ranges
 from edgeseg.quantize.qdq import activation_ranges, quantize_qdq
 from edgeseg.quantize.sensitivity import rank_layers
-from edgeseg.quantize.trt_cache import write_calibration_cache
+from edgeseg.quantize.trt_cache import algorithm_of, trt_version_code, write_calibration_cache
 from edgeseg.train.evaluate import evaluate
 
 SENSITIVITY_IMAGES = 4
@@ -125,6 +125,9 @@ def build_int8(onnx_path: str | Path, out: str | Path, stats: dict[str, TensorSt
     ``calib_inputs``: returns a fresh iterator over the calibration inputs (bias correction)."""
     if calibrator not in CALIBRATORS:
         raise EdgesegError(f"unknown calibrator {calibrator!r}: expected one of {', '.join(CALIBRATORS)}")
+    if trt_cache is not None:
+        algorithm_of(calibrator)  # refuse percentile / mse before any work: TensorRT cannot replay them
+        trt_version_code(trt_version)  # refuse 11.x: no implicit INT8
     if preprocessing is None:
         from edgeseg.export.metadata import read_preprocessing
 
@@ -135,7 +138,7 @@ def build_int8(onnx_path: str | Path, out: str | Path, stats: dict[str, TensorSt
         trt_ranges = ranges if layout == "trt" else int8_ranges(onnx_path, stats, calibrator, "trt", preprocessing,
                                                                 options)
         amax = {n: max(abs(lo), abs(hi)) for n, (lo, hi) in trt_ranges.items() if hi > lo}
-        report.trt_cache = write_calibration_cache(trt_cache, amax, trt_version)
+        report.trt_cache = write_calibration_cache(trt_cache, amax, trt_version, algorithm=calibrator)
     shifts = None
     if options.bias_correction:
         if calib_inputs is None:

@@ -3,8 +3,10 @@
 * ``trt``: what TensorRT's explicit quantization fuses: symmetric INT8 (zero point 0),
   per-channel weights on the output-channel axis (Conv 0, ConvTranspose 1), per-tensor
   activations, Q/DQ only on the inputs and weights of Conv / ConvTranspose / pooling, float
-  biases, no Q/DQ on op outputs, Resize left in high precision, and residual Adds fed a Q/DQ on
-  the identity branch only (the Conv branch stays float so Conv+Add fuse).
+  biases, no Q/DQ on op outputs, residual Adds fed a Q/DQ on the identity branch only (the Conv
+  branch stays float so Conv+Add fuse), and Resize quantized on its data input only where that
+  input is a Conv(+BN)+activation output (ModelOpt 0.47's rule: such a Resize "prefers quantized
+  input", which lets TensorRT keep the Conv output in INT8); every other Resize stays float.
 * ``cpu``: the layout ONNX Runtime's CPU provider turns into QLinearConv & co.: U8 activations
   (asymmetric), S8 per-channel weights, quantized int32 biases, output Q/DQ.
 
@@ -28,7 +30,25 @@ from edgeseg.quantize.calibrators import compute_amax, compute_range_u8
 from edgeseg.quantize.histograms import TensorStats
 
 LAYOUTS = ("trt", "cpu")
-TRT_OP_TYPES = ["Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool"]
+TRT_OP_TYPES = ["Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "Resize"]
+ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Elu", "Selu", "Softplus", "Tanh"}
+
+
+def resizes_left_float(model) -> list[str]:
+    """Resize nodes the trt layout leaves in high precision: all but those whose data input comes from an
+    activation of a Conv / ConvTranspose (through an optional BatchNormalization), ModelOpt's rule."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def conv_activation(tensor: str) -> bool:
+        act = producers.get(tensor)
+        if act is None or act.op_type not in ACTIVATIONS:
+            return False
+        src = producers.get(act.input[0])
+        if src is not None and src.op_type == "BatchNormalization":
+            src = producers.get(src.input[0])
+        return src is not None and src.op_type in ("Conv", "ConvTranspose")
+
+    return [n.name for n in model.graph.node if n.op_type == "Resize" and not conv_activation(n.input[0])]
 
 
 def activation_ranges(stats: dict[str, TensorStats], method: str, layout: str,
@@ -130,6 +150,9 @@ def quantize_qdq(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, 
                            f"{layout}, opset {_opset(model)}); re-export with `edgeseg export --opset 19` (for TensorRT "
                            "10/11 strongly typed builds; TensorRT 8.6 parses opset <= 17)")
     op_types = sorted({n.op_type for n in model.graph.node})
+    nodes_to_exclude = list(nodes_to_exclude)
+    if layout == "trt":
+        nodes_to_exclude += resizes_left_float(model)
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="edgeseg-q-") as tmp:
         cache = Path(tmp) / "ranges.json"
@@ -142,7 +165,7 @@ def quantize_qdq(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, 
         with atomic_path(out_path) as tmp_out, _quiet_root_logger():
             quantize_static(str(source), str(tmp_out), calibration_data_reader=None,
                             calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
-                            nodes_to_exclude=list(nodes_to_exclude), **_quantize_options(layout, op_types))
+                            nodes_to_exclude=nodes_to_exclude, **_quantize_options(layout, op_types))
             if layout == "trt":
                 q = onnx.load(str(tmp_out))
                 if _feed_residual_identity_through_qdq(q):
@@ -155,6 +178,32 @@ def quantize_qdq(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, 
                                                 "edgeseg.qdq_layout": json.dumps(layout),
                                                 "edgeseg.qdq_scale_dtype": json.dumps("fp16" if fp16_scales else "fp32")})
     return out_path
+
+
+def upgrade_opset(src: str | Path, dst: str | Path, opset: int = FP16_SCALE_MIN_OPSET) -> Path:
+    """``src`` converted to ``opset`` (onnx.version_converter; tensor names and metadata kept)."""
+    import onnx
+    from onnx import version_converter
+
+    model = version_converter.convert_version(onnx.load(str(src)), opset)
+    onnx.checker.check_model(model)
+    with atomic_path(dst) as tmp:
+        onnx.save(model, str(tmp))
+    return Path(dst)
+
+
+def fp16_qdq_graph(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, tuple[float, float]],
+                   nodes_to_exclude: Iterable[str] = ()) -> Path:
+    """The mixed INT8 + FP16 graph for strongly typed TensorRT (11.x, or 10.x by choice): the trt layout
+    with FP16 scales and FP16 compute between the Q/DQ pairs (what ModelOpt's high_precision_dtype="fp16"
+    produces), from an FP32 export of any opset (upgraded to 19 on the way)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgeseg-o19-") as tmp:
+        src = Path(fp32_path)
+        if _opset(onnx.load(str(src), load_external_data=False)) < FP16_SCALE_MIN_OPSET:
+            src = upgrade_opset(src, Path(tmp) / "model.o19.onnx")
+        return quantize_qdq(src, out_path, ranges, "trt", nodes_to_exclude, fp16_scales=True)
 
 
 @contextlib.contextmanager

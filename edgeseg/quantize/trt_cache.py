@@ -1,32 +1,40 @@
 """TensorRT implicit-INT8 calibration cache (text), written from our statistics.
 
-Format (TensorRT 8.6 / 10, read by trtexec --calib, IInt8Calibrator.read_calibration_cache and
-ONNX Runtime's TensorRT provider): first line ``TRT-<MAJOR*1000+MINOR*100+PATCH>-<Algorithm>``,
-then ``<tensor name>: <hex>`` per tensor, hex being the float32 bit pattern of amax / 127,
-lower case, no 0x. TensorRT 11 has no implicit INT8: use the Q/DQ ONNX there.
+Format (TensorRT 8.6 / 10.x, read by trtexec --calib, IInt8Calibrator.read_calibration_cache and
+ONNX Runtime's TensorRT provider): first line ``TRT-<NV_TENSORRT_VERSION>-<Algorithm>`` (the
+version code per release: 8.x MAJOR*1000+MINOR*100+PATCH, 10.x MAJOR*10000+MINOR*100+PATCH, see
+``trt_api.version_code``), then ``<tensor name>: <hex>`` per tensor, hex being the float32 bit
+pattern of amax / 127, lower case, no 0x. ``<Algorithm>`` names the calibrator that made the table;
+TensorRT replays it only through a calibrator of that algorithm. TensorRT 11 has no implicit INT8:
+use the Q/DQ ONNX there.
 """
 from __future__ import annotations
 
 import struct
 from pathlib import Path
 
+from edgeseg.backends import trt_api
 from edgeseg.errors import EdgesegError
-from edgeseg.io_utils import atomic_write_text
+from edgeseg.io_utils import atomic_path, atomic_write_text
 
+# edgeseg calibrator -> the TensorRT calibration algorithm whose table it computes. Percentile and
+# MSE have no TensorRT algorithm, so no cache is written for them (the Q/DQ ONNX carries them).
 ALGORITHMS = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
 
 
 def trt_version_code(version: str) -> int:
-    """'8.6.1' -> 8601, '10.3.0' -> 10300."""
-    try:
-        parts = [int(p) for p in version.split(".")[:3]] + [0, 0]
-    except ValueError:
-        raise EdgesegError(f"TensorRT version must look like 8.6.1, got {version!r}") from None
-    major, minor, patch = parts[:3]
-    if major >= 11:
-        raise EdgesegError(f"TensorRT {version} has no implicit INT8 calibration (removed in 11); "
-                           "build from the Q/DQ ONNX (--layout trt) instead")
-    return major * 1000 + minor * 100 + patch
+    """'8.6.1' -> 8601, '10.3.0' -> 100300; 11.x is refused (no implicit INT8)."""
+    trt_api.calibration_cache_header(version, ALGORITHMS["entropy"])  # refuses 11.x and garbage
+    return trt_api.version_code(version)
+
+
+def algorithm_of(calibrator: str) -> str:
+    """The TensorRT algorithm name for an edgeseg calibrator; EdgesegError for percentile / mse."""
+    if calibrator not in ALGORITHMS:
+        raise EdgesegError(f"a TensorRT calibration cache records entropy or minmax calibration, got calibrator "
+                           f"{calibrator!r} (TensorRT has no calibrator of that kind to replay it); use --calibrator "
+                           "entropy or minmax for --trt-cache, or build from the Q/DQ ONNX")
+    return ALGORITHMS[calibrator]
 
 
 def scale_hex(amax: float) -> str:
@@ -37,9 +45,9 @@ def scale_hex(amax: float) -> str:
 
 def calibration_cache_text(amax_by_tensor: dict[str, float], trt_version: str = "8.6.1",
                            algorithm: str = "entropy") -> str:
-    if algorithm not in ALGORITHMS:
-        raise EdgesegError(f"TensorRT caches record entropy or minmax calibration, got {algorithm!r}")
-    lines = [f"TRT-{trt_version_code(trt_version)}-{ALGORITHMS[algorithm]}"]
+    """The cache TensorRT ``trt_version`` reads, labelled with the algorithm of ``algorithm`` (an edgeseg
+    calibrator name: entropy or minmax)."""
+    lines = [trt_api.calibration_cache_header(trt_version, algorithm_of(algorithm))]
     lines += [f"{name}: {scale_hex(amax)}" for name, amax in amax_by_tensor.items()]
     return "\n".join(lines) + "\n"
 
@@ -48,3 +56,11 @@ def write_calibration_cache(path: str | Path, amax_by_tensor: dict[str, float], 
                             algorithm: str = "entropy") -> Path:
     atomic_write_text(path, calibration_cache_text(amax_by_tensor, trt_version, algorithm))
     return Path(path)
+
+
+def retarget_cache_file(src: str | Path, dst: str | Path, trt_version: str) -> str:
+    """Copy the cache ``src`` to ``dst`` with its first line rewritten for ``trt_version``; returns the header."""
+    data = trt_api.retarget_calibration_cache(Path(src).read_bytes(), trt_version)
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(data)
+    return data.split(b"\n", 1)[0].decode()

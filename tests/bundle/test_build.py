@@ -42,7 +42,8 @@ def test_int8_bundle_holds_every_artifact_with_hashes(int8_bundle) -> None:
     out, notes = int8_bundle
     bundle = read_bundle(out)
     m = bundle.manifest
-    assert set(m["roles"]) >= {"fp32", "int8", "int8_trt", "calibration_cache", "checkpoint"}
+    assert set(m["roles"]) >= {"fp32", "int8", "int8_trt", "int8_trt_fp16", "calibration_cache", "checkpoint"}
+    assert m["roles"]["int8_trt_fp16"] == "model.int8.trt16.onnx" and m["calibration"]["trt_cache"] == "calibration.cache"
     assert set(m["files"]) == {p.name for p in out.iterdir() if p.name != "manifest.json"}
     assert m["precision"] == "int8" and m["engine"] is None
     assert len(m["calibration"]["manifest_sha256"]) == 64
@@ -166,3 +167,42 @@ def test_int8_bundle_builds_for_unet(tmp_path: Path) -> None:
         with torch.no_grad():
             ref = model(torch.from_numpy(ckpt_loaded.preprocessing(frame))[None])[0].argmax(0).numpy()
         assert (seg(frame) == ref).mean() >= 0.9
+
+
+# ----------------------------------------------------------------------------- TensorRT source per version
+
+def test_int8_engine_source_per_tensorrt_version() -> None:
+    """8.6 / 10.x: the FP32-scale Q/DQ graph (weakly typed, FP16|INT8 flags); 11.x: the FP16-scale graph
+    (strongly typed INT8 + FP16). Either way the unquantized layers run FP16."""
+    from edgeseg.bundle.build import engine_source
+
+    roles = {"fp32": "model.onnx", "int8_trt": "model.int8.trt.onnx", "int8_trt_fp16": "model.int8.trt16.onnx",
+             "fp16": "model.fp16.onnx"}
+    assert engine_source(roles, "int8", "8.6.2") == engine_source(roles, "int8", "10.3.0") == "model.int8.trt.onnx"
+    assert engine_source(roles, "int8", "11.1.0") == "model.int8.trt16.onnx"
+    assert engine_source(roles, "fp16", "11.1.0") == "model.fp16.onnx"
+
+
+def test_finishing_on_the_device_retargets_the_cache(int8_bundle, tmp_path) -> None:
+    """`edgeseg build --from DIR --backend trt` rewrites calibration.cache for the running TensorRT (10.3 here),
+    and leaves it for 8.6 / 10.x readers on 11.x (no implicit INT8 there)."""
+    from edgeseg.bundle.build import retarget_bundle_cache
+
+    out, _ = int8_bundle
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    roles = read_bundle(copy).manifest["roles"]
+    table = (copy / "calibration.cache").read_text().split("\n", 1)[1]
+    assert retarget_bundle_cache(copy, roles, "10.3.0", log=lambda s: None) == "TRT-100300-EntropyCalibration2"
+    assert (copy / "calibration.cache").read_text() == "TRT-100300-EntropyCalibration2\n" + table
+    assert retarget_bundle_cache(copy, roles, "11.1.0", log=lambda s: None) is None
+    assert (copy / "calibration.cache").read_text().startswith("TRT-100300-")
+
+
+def test_calibrators_tensorrt_cannot_replay_build_without_a_cache(checkpoint: Path, tmp_path) -> None:
+    logs: list[str] = []
+    build_bundle(BuildOptions(precision="int8", out=tmp_path / "p", checkpoint=checkpoint, data=SPEC, calib_count=4,
+                              val_limit=2, calibrator="percentile"), log=logs.append)
+    m = read_bundle(tmp_path / "p").manifest
+    assert "calibration_cache" not in m["roles"] and not (tmp_path / "p" / "calibration.cache").exists()
+    assert m["calibration"]["trt_cache"] is None and any("no percentile calibrator" in line for line in logs)

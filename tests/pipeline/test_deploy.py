@@ -122,7 +122,7 @@ def test_deepstream_int8_folder(int8_bundle: Path, tmp_path: Path) -> None:
     import onnxruntime as ort
 
     bundle = read_bundle(int8_bundle)
-    res = write_deepstream(int8_bundle, tmp_path / "ds")
+    res = write_deepstream(int8_bundle, tmp_path / "ds", trt_version="10.3.0")  # DeepStream 7.1 on JetPack 6.1
     ds = tmp_path / "ds"
     assert set(res.files) == {DS_CONFIG, DS_ONNX, "labels.txt", "calibration.cache", "README.md"} and not res.warnings
     text = (ds / DS_CONFIG).read_text()
@@ -130,7 +130,12 @@ def test_deepstream_int8_folder(int8_bundle: Path, tmp_path: Path) -> None:
     p = _props(text)
     norm = nvinfer_normalization(bundle.preprocessing)
     assert p["network-type"] == "2" and p["network-mode"] == "1" and p["int8-calib-file"] == "calibration.cache"
-    assert (ds / "calibration.cache").read_bytes() == bundle.file("calibration_cache").read_bytes()
+    # the bundle's table, its first line rewritten for the TensorRT nvinfer runs (the old code copied the 8.6.1
+    # header verbatim, which TensorRT 10.3 ignores and then calibrates afresh with no data)
+    written, original = (ds / "calibration.cache").read_bytes(), bundle.file("calibration_cache").read_bytes()
+    assert original.startswith(b"TRT-8601-EntropyCalibration2\n")
+    assert written.split(b"\n", 1) == [b"TRT-100300-EntropyCalibration2", original.split(b"\n", 1)[1]]
+    assert "from calibration.cache: TRT-100300-EntropyCalibration2" in text
     assert float(p["net-scale-factor"]) == pytest.approx(norm.net_scale_factor, rel=1e-8)
     assert [float(v) for v in p["offsets"].split(";")] == pytest.approx(norm.offsets, rel=1e-8)
     assert p["model-color-format"] == "0" and p["infer-dims"] == "3;64;96" and p["batch-size"] == "1"
@@ -153,10 +158,11 @@ def test_deepstream_dla_bgr_and_batch(int8_bundle: Path, dyn_bundle: Path, tmp_p
         pre.update(channel_order="BGR", mean=pre["mean"][::-1], std=pre["std"][::-1])
         (root / "model.engine").write_bytes(b"placeholder plan")  # DeepStream builds its own engine
         m["roles"]["engine"] = "model.engine"
-        m["engine"] = {"dla_core": 1, "source": "model.int8.trt.onnx"}
+        m["engine"] = {"dla_core": 1, "source": "model.int8.trt.onnx", "trt_version": "8.6.2"}
 
     copy = _edited_copy(int8_bundle, tmp_path / "bgr", to_bgr_dla)
-    write_deepstream(copy, tmp_path / "ds")
+    write_deepstream(copy, tmp_path / "ds")  # the engine's TensorRT is the default for the cache header
+    assert (tmp_path / "ds" / "calibration.cache").read_text().startswith("TRT-8602-EntropyCalibration2\n")
     text = (tmp_path / "ds" / DS_CONFIG).read_text()
     assert validate_nvinfer(text, tmp_path / "ds") == []
     p = _props(text)
@@ -262,11 +268,18 @@ def test_triton_repositories_parse_with_the_schema(int8_bundle: Path, dyn_bundle
 def test_deploy_cli_and_errors(int8_bundle: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(main, ["deploy", str(int8_bundle), "--deepstream", str(tmp_path / "ds"),
-                               "--triton", str(tmp_path / "models")])
+                               "--triton", str(tmp_path / "models"), "--trt-version", "10.3.0"])
     assert res.exit_code == 0, res.output
     assert "DeepStream:" in res.output and "Triton:" in res.output
-    res = runner.invoke(main, ["deploy", str(int8_bundle), "--deepstream", str(tmp_path / "ds")])  # ours: replaced
+    assert (tmp_path / "ds" / "calibration.cache").read_text().startswith("TRT-100300-")
+    res = runner.invoke(main, ["deploy", str(int8_bundle), "--deepstream", str(tmp_path / "ds"),
+                               "--trt-version", "8.6.1"])  # ours: replaced
     assert res.exit_code == 0, res.output
+    for version, message in ((None, "pass --trt-version X.Y.Z"), ("11.1.0", "no implicit INT8")):
+        res = runner.invoke(main, ["deploy", str(int8_bundle), "--deepstream", str(tmp_path / "ds-x"),
+                                   *(["--trt-version", version] if version else [])])
+        assert res.exit_code == 2 and res.output.count("\n") == 1 and message in res.output, res.output
+        assert not (tmp_path / "ds-x").exists()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
@@ -278,7 +291,8 @@ def test_deploy_cli_and_errors(int8_bundle: Path, tmp_path: Path) -> None:
                           (["--deepstream", str(foreign)], "notes.txt is a file that is not part of an edgeseg deploy")]:
         res = runner.invoke(main, ["deploy", str(int8_bundle), *args])
         assert res.exit_code == 2 and res.output.count("\n") == 1 and message in res.output, res.output
-    res = runner.invoke(main, ["deploy", str(int8_bundle), "--deepstream", str(tmp_path / "no" / "such" / "dir")])
+    res = runner.invoke(main, ["deploy", str(int8_bundle), "--deepstream", str(tmp_path / "no" / "such" / "dir"),
+                               "--trt-version", "10.3.0"])
     assert res.exit_code == 0 and (tmp_path / "no" / "such" / "dir" / "config_infer_edgeseg.txt").is_file()
     res = runner.invoke(main, ["deploy", str(copy), "--triton", str(tmp_path / "m2")])
     assert res.exit_code == 2 and "model.onnx changed" in res.output

@@ -118,6 +118,46 @@ def test_trt_cache_byte_for_byte() -> None:
     assert scale_hex(12.7) == "3dcccccd"
     text = calibration_cache_text({"input": 127.0, "/backbone/Relu_output_0": 12.7}, "8.6.1")
     assert text == "TRT-8601-EntropyCalibration2\ninput: 3f800000\n/backbone/Relu_output_0: 3dcccccd\n"
-    assert calibration_cache_text({"x": 127.0}, "10.3.0", "minmax").startswith("TRT-10300-MinMaxCalibration\n")
-    with pytest.raises(EdgesegError, match="no implicit INT8"):
+    # 10.x encodes its version as MAJOR*10000+MINOR*100+PATCH (release/10.3 NvInferRuntimeBase.h; NGC's
+    # TrafficCamNet cache reads TRT-100300-EntropyCalibration2); the old code wrote TRT-10300
+    assert calibration_cache_text({"x": 127.0}, "10.3.0", "minmax").startswith("TRT-100300-MinMaxCalibration\n")
+    with pytest.raises(EdgesegError, match="no implicit INT8.*Q/DQ model"):
         calibration_cache_text({"x": 1.0}, "11.0.0")
+
+
+@pytest.mark.parametrize("release", ["8.6.1", "10.3.0", "10.16.1", "11.4.0"])
+def test_version_code_follows_each_releases_header(release) -> None:
+    """The formula recorded from each release's include/NvInferRuntimeBase.h (tools/trt_surface)."""
+    from _trt_fakes import load_surface
+
+    from edgeseg.backends.trt_api import version_code
+
+    a, b = load_surface(release).version_formula
+    major, minor, patch = (int(p) for p in release.split("."))
+    assert version_code(release) == major * a + minor * b + patch
+    if major < 11:
+        assert calibration_cache_text({"x": 1.0}, release).startswith(f"TRT-{major * a + minor * b + patch}-")
+
+
+@pytest.mark.parametrize("calibrator,algorithm", [("entropy", "EntropyCalibration2"), ("minmax", "MinMaxCalibration")])
+def test_cache_names_the_calibrator_that_made_it(calibrator, algorithm) -> None:
+    assert calibration_cache_text({"x": 1.0}, "10.3.0", calibrator).split("\n")[0] == f"TRT-100300-{algorithm}"
+
+
+@pytest.mark.parametrize("calibrator", ["percentile", "mse"])
+def test_calibrators_tensorrt_cannot_replay_get_no_cache(calibrator) -> None:
+    """The old code labelled percentile / MSE tables EntropyCalibration2; TensorRT has no such calibrator."""
+    with pytest.raises(EdgesegError, match="entropy or minmax"):
+        calibration_cache_text({"x": 1.0}, "10.3.0", calibrator)
+
+
+def test_retarget_rewrites_only_the_first_line(tmp_path) -> None:
+    from edgeseg.quantize.trt_cache import retarget_cache_file
+
+    src = tmp_path / "c.cache"
+    src.write_text(calibration_cache_text({"input": 127.0, "a": 12.7}, "8.6.1", "minmax"))
+    header = retarget_cache_file(src, tmp_path / "d.cache", "10.3.0")
+    assert header == "TRT-100300-MinMaxCalibration"
+    assert (tmp_path / "d.cache").read_text() == "TRT-100300-MinMaxCalibration\ninput: 3f800000\na: 3dcccccd\n"
+    with pytest.raises(EdgesegError, match="11.4.0 has no implicit INT8"):
+        retarget_cache_file(src, tmp_path / "e.cache", "11.4.0")

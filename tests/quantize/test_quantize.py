@@ -28,7 +28,7 @@ from edgeseg.quantize.fp16 import convert_fp16
 from edgeseg.quantize.guard import quantize_with_guard
 from edgeseg.quantize.histograms import cached_stats, collect_stats, iter_activation_groups, iter_activations
 from edgeseg.quantize.pipeline import calibration_stats
-from edgeseg.quantize.qdq import activation_ranges, quantize_qdq
+from edgeseg.quantize.qdq import activation_ranges, fp16_qdq_graph, quantize_qdq, resizes_left_float
 from edgeseg.quantize.sensitivity import rank_layers
 
 SPEC = "synthetic:64x96"
@@ -85,13 +85,25 @@ def test_trt_layout_follows_the_tensorrt_placement_rules(fp32: Path, stats, tmp_
         else:  # an activation: per-tensor, and only feeding ops TensorRT fuses with Q/DQ
             assert inits[dq.input[1]].size == 1
             for c in consumers[dq.output[0]]:
-                assert c.op_type in ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "Add")
+                assert c.op_type in ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "Add",
+                                     "Resize")
+    fp32_model = onnx.load(str(fp32))
+    float_resizes = set(resizes_left_float(fp32_model))
+    quantized_resizes = 0
     for n in q.graph.node:
         if n.op_type == "Resize":
-            assert producers[n.input[0]].op_type != "DequantizeLinear", "Resize must stay in high precision"
+            # ModelOpt's rule: a Resize fed by Conv(+BN)+activation gets a Q/DQ input, every other stays float
+            fed_by_dq = producers[n.input[0]].op_type == "DequantizeLinear"
+            assert fed_by_dq == (n.name not in float_resizes), n.name
+            quantized_resizes += fed_by_dq
+            assert producers[n.output[0]].op_type == "Resize" and all(
+                c.op_type != "QuantizeLinear" for c in consumers.get(n.output[0], [])), "no Q/DQ on a Resize output"
         if n.op_type == "Add" and any(producers.get(i) is not None and producers[i].op_type == "Conv" for i in n.input):
             kinds = sorted(producers[i].op_type for i in n.input if i in producers)
             assert kinds == ["Conv", "DequantizeLinear"], f"residual {n.name}: Q/DQ on the identity branch only"
+    # DeepLab v3+: the ASPP image-pooling upsample and the decoder upsample (ModelOpt quantizes both);
+    # the final logits upsample (fed by the classifier Conv, no activation) stays float
+    assert quantized_resizes == 2 and len(float_resizes) == 1
     # no Q/DQ on op outputs: a Conv output is quantized only as the input of the quantized ops that consume it
     for n in q.graph.node:
         if n.op_type == "QuantizeLinear" and n.input[0] in producers and producers[n.input[0]].op_type == "Conv":
@@ -307,6 +319,17 @@ def test_cli_calibrate_and_quantize(fp32: Path, tmp_path: Path, monkeypatch) -> 
                                "--out", str(tmp_path / "nope" / "m.onnx")])
     assert res.exit_code == 2 and "needs --calib" in res.output
     assert not (tmp_path / "nope").exists(), "a refused command creates no folders"
+    # --trt-version X.Y.Z writes X.Y.Z's header, labelled with the calibrator that made the table
+    res = runner.invoke(main, ["quantize", "--onnx", str(fp32), "--precision", "int8", "--calib", str(manifest),
+                               "--layout", "trt", "--calibrator", "minmax", "--trt-cache", str(tmp_path / "c10.cache"),
+                               "--trt-version", "10.3.0", "--out", str(tmp_path / "m3.int8.onnx")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "c10.cache").read_text().startswith("TRT-100300-MinMaxCalibration\n")
+    for extra, match in ((["--trt-version", "11.1.0"], "no implicit INT8"), (["--calibrator", "mse"], "entropy or minmax")):
+        res = runner.invoke(main, ["quantize", "--onnx", str(fp32), "--precision", "int8", "--calib", str(manifest),
+                                   "--trt-cache", str(tmp_path / "x.cache"), "--out", str(tmp_path / "m4.onnx"), *extra])
+        assert res.exit_code == 2 and match in res.output and len(res.output.strip().splitlines()) == 1, res.output
+        assert not (tmp_path / "x.cache").exists() and not (tmp_path / "m4.onnx").exists()
 
 
 def test_doctor_flags_unnormalised_inputs_and_missing_classes() -> None:
@@ -368,3 +391,20 @@ def test_seed_models_quantize_to_int8(name: str, width: float, stride: int | Non
     assert sqnr > 15, f"SQNR {sqnr:.1f} dB"
     ops = Counter(n.op_type for n in onnx.load(str(q)).graph.node)
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] >= ops["Conv"]  # every conv's weight quantized
+
+
+def test_fp16_qdq_graph_from_an_opset_17_export(fp32: Path, stats, tmp_path: Path) -> None:
+    """The bundle's mixed INT8 + FP16 graph for TensorRT 11 comes from the opset-17 export (upgraded to 19):
+    FP16 scales, same tensor names (the opset-17 statistics apply), close to the FP32-scale Q/DQ graph."""
+    from edgeseg.backends.tensorrt import summarize_onnx
+
+    ranges = activation_ranges(stats, "entropy", "trt")
+    out = fp16_qdq_graph(fp32, tmp_path / "model.int8.trt16.onnx", ranges)
+    ref = quantize_qdq(fp32, tmp_path / "q32.onnx", ranges, "trt")
+    q = onnx.load(str(out))
+    assert max(o.version for o in q.opset_import if o.domain in ("", "ai.onnx")) >= 19
+    summary = summarize_onnx(q)
+    assert summary.precision == "int8" and summary.fp16_qdq and not summarize_onnx(onnx.load(str(ref))).fp16_qdq
+    x = next(iter_calibration_inputs(manifest_from_dataset(SPEC, "val", 1, PRE), PRE))
+    a, b = make_session(ref).run(None, {"input": x})[0], make_session(out).run(None, {"input": x})[0]
+    assert (a.argmax(1) == b.argmax(1)).mean() > 0.99

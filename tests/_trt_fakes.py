@@ -1,0 +1,378 @@
+"""Fake ``tensorrt`` and ``pycuda`` modules, built from the real TensorRT binding surfaces.
+
+tools/trt_surface/<version>.txt lists, per TensorRT release, the classes, methods, properties and
+enum members (with values) read from NVIDIA's own binding wheel and release sources (see
+tools/trt_surface.py). Every fake here is derived from or checked against one of them:
+
+* enums (BuilderFlag, NetworkDefinitionCreationFlag, DataType, ...) have exactly the members and
+  values of that release;
+* the stand-ins for Builder, IBuilderConfig, ICudaEngine, ... are ``Strict`` objects: reading or
+  setting a public name the release's class lacks raises AttributeError, as the real binding does;
+* ``offered_names`` lists everything a fake offers, so a test can check it against the surface.
+
+Running edgeseg's build and runner glue against these fakes for each release therefore fails if
+the code touches a name that release does not have.
+"""
+from __future__ import annotations
+
+import enum
+import re
+import types
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+SURFACE_DIR = Path(__file__).resolve().parents[1] / "tools" / "trt_surface"
+RELEASES = ("8.6.1", "10.3.0", "10.16.1", "11.4.0")  # the committed surfaces
+ENUMS = ("NetworkDefinitionCreationFlag", "BuilderFlag", "HardwareCompatibilityLevel", "MemoryPoolType", "DeviceType",
+         "TensorIOMode", "DataType", "CalibrationAlgoType")
+
+
+@dataclass
+class Surface:
+    release: str
+    names: set[str] = field(default_factory=set)  # "Class", "Class.member", "function"
+    values: dict[str, dict[str, int | None]] = field(default_factory=dict)  # enum -> member -> value
+    header: dict[str, str] = field(default_factory=dict)  # "# key: value" lines
+
+    def has(self, owner: str, name: str | None = None) -> bool:
+        return (owner if name is None else f"{owner}.{name}") in self.names
+
+    @property
+    def version_formula(self) -> tuple[int, int]:
+        """(major factor, minor factor) of NV_TENSORRT_VERSION, from the release's NvInferRuntimeBase.h."""
+        key = next(k for k in self.header if k.startswith("version code"))
+        m = re.match(r"major\*(\d+)\+minor\*(\d+)\+patch", self.header[key])
+        return int(m.group(1)), int(m.group(2))
+
+
+@lru_cache(maxsize=None)
+def load_surface(release: str) -> Surface:
+    surface = Surface(release)
+    for line in (SURFACE_DIR / f"{release}.txt").read_text().splitlines():
+        if line.startswith("#"):
+            key, _, value = line[1:].strip().partition(": ")
+            surface.header[key] = value
+            continue
+        m = re.fullmatch(r"(\S+) (\w+)(?: = (-?\d+))?", line)
+        if not m:
+            raise AssertionError(f"unreadable surface line in {release}.txt: {line!r}")
+        name, kind, value = m.groups()
+        surface.names.add(name)
+        if kind == "value":
+            owner, member = name.rsplit(".", 1)
+            surface.values.setdefault(owner, {})[member] = int(value) if value is not None else None
+    return surface
+
+
+def release_for(version: str) -> str:
+    """The committed surface that stands for TensorRT ``version``: 8.x -> 8.6.1, 10.0-10.8 -> 10.3.0,
+    10.9+ -> 10.16.1, 11+ -> 11.4.0."""
+    parts = [int(p) for p in re.findall(r"\d+", version)[:2]] + [0]
+    major, minor = parts[0], parts[1]
+    if major < 10:
+        return "8.6.1"
+    if major == 10:
+        return "10.3.0" if minor <= 8 else "10.16.1"
+    return "11.4.0"
+
+
+def _enum(name: str, members: dict[str, int | None]) -> type[enum.IntEnum]:
+    used = {v for v in members.values() if v is not None}
+    spare = iter(v for v in range(1000, 2000) if v not in used)
+    return enum.IntEnum(name, {m: (v if v is not None else next(spare)) for m, v in members.items()})
+
+
+class Strict:
+    """Base of the binding stand-ins: public names outside the release's class raise AttributeError."""
+
+    _real = ""  # the binding class this stands for
+    _surface: Surface | None = None
+
+    def __getattribute__(self, name: str):
+        if not name.startswith("_"):
+            surface, real = object.__getattribute__(self, "_surface"), object.__getattribute__(self, "_real")
+            if surface is not None and not surface.has(real, name):
+                raise AttributeError(f"TensorRT {surface.release}: {real} has no attribute {name!r}")
+        return object.__getattribute__(self, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if not name.startswith("_") and self._surface is not None and not self._surface.has(self._real, name):
+            raise AttributeError(f"TensorRT {self._surface.release}: {self._real} has no attribute {name!r}")
+        object.__setattr__(self, name, value)
+
+
+class _Calibrator:
+    """Stands in for the pybind11 calibrator base classes (8.6 / 10.x only)."""
+
+    def __init__(self) -> None:
+        self._base_initialized = True
+
+
+def fake_trt(version: str) -> types.SimpleNamespace:
+    """A ``tensorrt`` stand-in with the enums and calibrator classes of ``version``'s surface only."""
+    surface = load_surface(release_for(version))
+    module = types.SimpleNamespace(__version__=version, _surface=surface)
+    for name in ENUMS:
+        if surface.has(name):
+            setattr(module, name, _enum(name, surface.values.get(name, {})))
+    for name in ("IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator"):
+        if surface.has(name):
+            setattr(module, name, type(name, (_Calibrator,), {}))
+    severity = _enum("Severity", surface.values["ILogger.Severity"])
+    module.ILogger = type("ILogger", (), {"__init__": lambda self: None, "Severity": severity})
+    module.Logger = type("Logger", (module.ILogger,), {"WARNING": severity.WARNING})
+    return module
+
+
+def offered_names(module: types.SimpleNamespace) -> set[str]:
+    """Every public TensorRT name a fake module offers: module attributes, enum members, and the public
+    attributes of the Strict classes it hands out (declared in ``_offers``)."""
+    names = set()
+    for attr, value in vars(module).items():
+        if attr.startswith("_") or attr in ("calls", "config", "built_network"):
+            continue
+        names.add(attr)
+        if isinstance(value, type) and issubclass(value, enum.Enum):
+            names |= {f"{attr}.{m}" for m in value.__members__}
+        if attr == "ILogger":
+            names |= {f"ILogger.Severity.{m}" for m in value.Severity.__members__} | {"ILogger.Severity"}
+    for cls in module._strict_classes if hasattr(module, "_strict_classes") else ():
+        names |= {f"{cls._real}.{n}" for n in cls._offers}
+    return names
+
+
+# ----------------------------------------------------------------------------- build and run glue
+
+class Memory(dict):
+    next_ptr = 4096
+
+
+def fake_pycuda(memory: Memory) -> types.SimpleNamespace:
+    class Alloc:
+        def __init__(self, nbytes):
+            self.ptr, memory.next_ptr = memory.next_ptr, memory.next_ptr + nbytes + 256
+            memory[self.ptr] = np.zeros(nbytes, np.uint8)
+
+        def __int__(self):
+            return self.ptr
+
+        def free(self):
+            memory.pop(self.ptr, None)
+
+    class Ctx:
+        def push(self):
+            cuda.stack.append(self)
+
+        def detach(self):
+            cuda.detached = True
+
+    def flat(a):
+        return a.reshape(-1).view(np.uint8)
+
+    cuda = types.SimpleNamespace(stack=[], detached=False, Error=RuntimeError)
+    cuda.init = lambda: None
+    cuda.Device = lambda i: types.SimpleNamespace(compute_capability=lambda: (8, 7), name=lambda: "Orin",
+                                                  retain_primary_context=Ctx)
+    cuda.Context = types.SimpleNamespace(pop=lambda: cuda.stack.pop())
+    cuda.Stream = lambda: types.SimpleNamespace(handle=77, synchronize=lambda: None)
+    cuda.pagelocked_empty = lambda shape, dtype: np.empty(shape, dtype)
+    cuda.mem_alloc = Alloc
+
+    def htod(dest, src, stream):
+        memory[int(dest)][:src.nbytes] = flat(src)
+
+    def dtoh(dest, src, stream):
+        flat(dest)[:] = memory[int(src)][:dest.nbytes]
+
+    cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = htod, dtoh
+    return cuda
+
+
+def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *, dla_cores: int = 0,
+                     corrupt_timing: bytes = b"CORRUPT", build_fails: bool = False,
+                     host_code_needed: bool = False) -> types.SimpleNamespace:
+    """``fake_trt(version)`` plus Strict stand-ins of the classes the build and the runner use. The fake
+    engine computes 2 * x on the first channel block (output channels: input channels + 1).
+    ``corrupt_timing``: timing-cache bytes TensorRT rejects (logs an error, returns None);
+    ``build_fails``: build_serialized_network logs an error and returns None; ``host_code_needed``:
+    the plan loads only with engine_host_code_allowed (a version-compatible plan)."""
+    trt = fake_trt(version)
+    surface = trt._surface
+    trt.calls = []
+
+    def strict(real: str, *offers: str):
+        def wrap(cls):
+            missing = [n for n in offers if not surface.has(real, n)]
+            cls._real, cls._surface, cls._offers = real, surface, tuple(n for n in offers if n not in missing)
+            return cls
+        return wrap
+
+    @strict("ITimingCache", "serialize")
+    class TimingCache(Strict):
+        def __init__(self, data):
+            self._data = bytes(data)
+
+        def serialize(self):
+            return b"TIMING" + self._data
+
+    @strict("IOptimizationProfile", "set_shape")
+    class Profile(Strict):
+        def set_shape(self, *args):
+            trt.calls.append(("profile", args))
+            self._shape = args
+
+    @strict("IBuilderConfig", "set_memory_pool_limit", "create_timing_cache", "set_timing_cache", "get_timing_cache",
+            "set_flag", "add_optimization_profile", "set_calibration_profile", "int8_calibrator",
+            "default_device_type", "DLA_core", "hardware_compatibility_level")
+    class Config(Strict):
+        def __init__(self, logger):
+            self._flags, self._profiles, self._logger, self._cache = [], [], logger, None
+            self._calibration_profile = None
+
+        def set_memory_pool_limit(self, pool, size):
+            trt.calls.append(("workspace", size))
+
+        def create_timing_cache(self, data):
+            if bytes(data) == corrupt_timing:  # what the binding does for a foreign / corrupt blob
+                self._logger.log(trt.ILogger.Severity.ERROR, "[runtime] Assertion failed: serialization magic")
+                return None
+            return TimingCache(data)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            if not isinstance(cache, TimingCache):
+                raise TypeError("set_timing_cache(): incompatible function arguments")
+            self._cache = cache
+            return True
+
+        def get_timing_cache(self):
+            return self._cache
+
+        def set_flag(self, flag):
+            self._flags.append(flag.name)
+
+        def add_optimization_profile(self, p):
+            self._profiles.append(p)
+
+        def set_calibration_profile(self, p):
+            self._calibration_profile = p
+
+    @strict("ITensor", "name", "shape")
+    class Tensor(Strict):
+        def __init__(self, name, shape):
+            object.__setattr__(self, "name", name)
+            object.__setattr__(self, "shape", shape)
+
+    @strict("INetworkDefinition", "num_inputs", "get_input")
+    class Network(Strict):
+        num_inputs = 1
+
+        def get_input(self, i):
+            return Tensor("input", input_shape)
+
+    @strict("Builder", "num_DLA_cores", "create_network", "create_builder_config", "create_optimization_profile",
+            "build_serialized_network")
+    class Builder(Strict):
+        num_DLA_cores = dla_cores
+
+        def __init__(self, logger):
+            self._logger = logger
+
+        def create_network(self, flags):
+            trt.calls.append(("network_flags", flags))
+            return Network()
+
+        def create_builder_config(self):
+            trt.config = Config(self._logger)
+            return trt.config
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            trt.calls.append(("build",))
+            if build_fails:
+                self._logger.log(trt.ILogger.Severity.ERROR, "out of memory building tactic")
+                return None
+            return b"PLAN"
+
+    @strict("OnnxParser", "parse_from_file", "num_errors", "get_error")
+    class Parser(Strict):
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            trt.calls.append(("parse", path))
+            return True
+
+        def get_error(self, i):
+            raise IndexError(i)
+
+    @strict("IExecutionContext", "set_input_shape", "get_tensor_shape", "set_tensor_address", "execute_async_v3")
+    class Context(Strict):
+        def __init__(self):
+            self._addresses, self._shape = {}, None
+
+        def set_input_shape(self, name, shape):
+            self._shape = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            n, c, h, w = self._shape
+            return (n, c + 1, h, w)
+
+        def set_tensor_address(self, name, ptr):
+            self._addresses[name] = ptr
+
+        def execute_async_v3(self, handle):
+            trt.calls.append(("execute", self._shape, int(handle)))
+            assert set(self._addresses) == {"input", "logits"}
+            n, c, h, w = self._shape
+            if int(self._addresses["input"]) in memory:
+                x = memory[self._addresses["input"]][:n * c * h * w * 4].view(np.float32).reshape(self._shape)
+                out = np.concatenate([2 * x, np.zeros((n, 1, h, w), np.float32)], axis=1)
+                memory[self._addresses["logits"]][:out.nbytes] = out.reshape(-1).view(np.uint8)
+            return True
+
+    @strict("ICudaEngine", "num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_dtype",
+            "get_tensor_shape", "get_tensor_profile_shape", "create_execution_context")
+    class Engine(Strict):
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return ("input", "logits")[i]
+
+        def get_tensor_mode(self, name):
+            return trt.TensorIOMode.INPUT if name == "input" else trt.TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name):
+            return trt.DataType.FLOAT
+
+        def get_tensor_shape(self, name):
+            return input_shape if name == "input" else (input_shape[0], 4, input_shape[2], input_shape[3])
+
+        def get_tensor_profile_shape(self, name, index):
+            return [profile["min"], profile["opt"], profile["max"]]
+
+        def create_execution_context(self):
+            return Context()
+
+    @strict("Runtime", "deserialize_cuda_engine", "DLA_core", "engine_host_code_allowed")
+    class Runtime(Strict):
+        def __init__(self, logger):
+            self._logger = logger
+            object.__setattr__(self, "engine_host_code_allowed", False)
+
+        def deserialize_cuda_engine(self, plan):
+            if bytes(plan) != b"PLAN" or (host_code_needed and not self.engine_host_code_allowed):
+                self._logger.log(trt.ILogger.Severity.ERROR, "cannot deserialize the plan")
+                return None
+            return Engine()
+
+    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, Parser, Runtime
+    trt._strict_classes = (TimingCache, Profile, Config, Tensor, Network, Builder, Parser, Context, Engine, Runtime)
+    return trt
