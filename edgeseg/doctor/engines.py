@@ -100,7 +100,7 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _ort(path: Path, x: np.ndarray) -> np.ndarray:
-    from edgeseg.backends.ort_session import make_session
+    from edgeseg.ort_session import make_session
 
     session = make_session(path, threads=1)
     return np.concatenate([session.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
