@@ -30,6 +30,7 @@ from pathlib import Path
 from common import CAMVID, REFERENCE_CKPT, REPO, machine, write_results
 
 MANIFEST = REPO / "calibration" / "camvid-train-100-e44c1d0e.json"
+OPTION_FIELDS = ("input_range", "exact_clip", "u8_search", "bias_correction")  # Int8Options' switches, row order
 
 
 class _Subset:
@@ -130,7 +131,7 @@ def _plans() -> list[tuple[str, str, str, object]]:
 
     today = Int8Options(input_range=False, exact_clip=False, u8_search=False, bias_correction=False)
     default = Int8Options(input_range=True, exact_clip=True, u8_search=True, bias_correction=True)  # all on
-    fields = ["input_range", "exact_clip", "u8_search", "bias_correction"]
+    fields = OPTION_FIELDS
     # most informative first (results are written after every row, so a cut-short run still reports)
     plans = [
         ("cpu", "entropy", "today (all options off)", today), ("cpu", "entropy", "all on", default),
@@ -189,7 +190,7 @@ def _choice(rows: list[dict], default) -> str:
     if not candidates or "all on" not in cpu:
         return "Choice: not enough rows measured to apply the rule.\n"
     best = max(candidates, key=lambda r: r["choose"])
-    fields = ("input_range", "exact_clip", "u8_search", "bias_correction")
+    fields = OPTION_FIELDS
     is_default = best["calibrator"] == "entropy" and all(best[k] == getattr(default, k) for k in fields)
     effects = "; ".join(f"removing {f}: {cpu[f'all on - {f}']['choose'] - cpu['all on']['choose']:+.2f}"
                         for f in fields[:-1] if f"all on - {f}" in cpu)

@@ -182,9 +182,11 @@ def eval_cmd(checkpoint: Path | None, model_name: str | None, weights: Path | No
 def precise_bn_cmd(checkpoint: Path, data: str, split: str, images: int | None, batch_size: int, out: Path,
                    overwrite: bool) -> None:
     """Recompute BatchNorm statistics over frames as deployment sees them (PreciseBN); weights unchanged."""
+    import dataclasses
+
     from edgeseg.data import open_dataset
     from edgeseg.io_utils import ensure_parent
-    from edgeseg.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from edgeseg.models.checkpoint import load_checkpoint, save_checkpoint
     from edgeseg.train.precise_bn import recompute_bn_statistics
 
     if out.resolve() == checkpoint.resolve():
@@ -203,8 +205,6 @@ def precise_bn_cmd(checkpoint: Path, data: str, split: str, images: int | None, 
                                    log=lambda s: click.echo(s, err=True))
     meta = dict(ckpt.meta, bn_statistics={"data": data, "split": split, "images": used, "batch_size": batch_size,
                                           "from": checkpoint.name})
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     ensure_parent(out, create=True)
-    save_checkpoint(out, Checkpoint(config=ckpt.config, state_dict=state, classes=ckpt.classes,
-                                    palette=ckpt.palette, preprocessing=ckpt.preprocessing, meta=meta))
+    save_checkpoint(out, dataclasses.replace(ckpt, state_dict=model.state_dict(), meta=meta, train_state=None))
     click.echo(f"wrote {out}: BatchNorm statistics of {used} {split} frames ({data}); training state not kept")
