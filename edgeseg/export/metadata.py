@@ -45,18 +45,43 @@ def load_onnx(path: str | Path, *, require_input: bool = True):
     return model
 
 
-def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``edgeseg.*`` metadata_props of an edgeseg ONNX file, prefix stripped, values JSON-decoded."""
-    model = load_onnx(path)
+def metadata_of(model: Any, where: str = "the ONNX") -> dict[str, Any]:
+    """The ``edgeseg.*`` metadata_props of a loaded ``onnx.ModelProto``, prefix stripped, values JSON-decoded;
+    one-line EdgesegError naming ``where`` for a value that is not JSON."""
     out: dict[str, Any] = {}
     for prop in model.metadata_props:
         if prop.key.startswith(META_PREFIX):
             try:
                 out[prop.key[len(META_PREFIX):]] = json.loads(prop.value)
             except json.JSONDecodeError:
-                raise EdgesegError(f"{path}: metadata {prop.key} is not JSON ({prop.value[:60]!r}); "
+                raise EdgesegError(f"{where}: metadata {prop.key} is not JSON ({prop.value[:60]!r}); "
                                    "re-export it") from None
     return out
+
+
+def set_metadata(model: Any, fields: dict[str, Any], *, replace: bool = False) -> None:
+    """Write ``fields`` as ``edgeseg.*`` metadata_props (values JSON-encoded) into a loaded ``onnx.ModelProto``:
+    added to (and overriding) what it has, or replacing every metadata_prop (``replace``)."""
+    props = {} if replace else {p.key: p.value for p in model.metadata_props}
+    props.update({META_PREFIX + key: json.dumps(value) for key, value in fields.items()})
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def copy_metadata(source: Any, target: Any) -> None:
+    """Carry every metadata_prop of ``source`` (preprocessing, classes, ...) into ``target`` (both loaded
+    ``onnx.ModelProto``s); the target's own props win where both have a key."""
+    props = {p.key: p.value for p in source.metadata_props}
+    props.update({p.key: p.value for p in target.metadata_props})
+    del target.metadata_props[:]
+    for key, value in props.items():
+        target.metadata_props.add(key=key, value=value)
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``edgeseg.*`` metadata_props of an edgeseg ONNX file, prefix stripped, values JSON-decoded."""
+    return metadata_of(load_onnx(path), str(path))
 
 
 def read_preprocessing(path: str | Path) -> Preprocessing | None:
