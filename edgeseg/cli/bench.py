@@ -50,13 +50,14 @@ def bench_cmd(bundles: tuple[Path, ...], data: str, split: str, backends: str, b
     from rich.console import Console
     from rich.table import Table
 
-    from edgeseg.bench.measure import BACKENDS, run_bench
+    from edgeseg.bench.measure import run_bench
     from edgeseg.bench.report import machine_description, write_csv, write_json, write_plot
 
     wanted = [b.strip() for b in backends.split(",") if b.strip()]
-    unknown = [b for b in wanted if b not in BACKENDS]
+    unknown = [b for b in wanted if b not in backend_names()]
     if unknown:
-        raise EdgesegError(f"unknown backend {unknown[0]!r}: expected a comma-separated subset of {', '.join(BACKENDS)}")
+        raise EdgesegError(f"unknown backend {unknown[0]!r}: expected a comma-separated subset of "
+                           f"{', '.join(backend_names())}")
     console = Console(width=max(Console().width, 140))
     records: list[dict] = []
 
