@@ -29,6 +29,7 @@ from edgeseg.backends.registry import RunnerOptions
 from edgeseg.bundle.manifest import Bundle
 from edgeseg.timing import interleaved_ms
 
+BACKEND_CHOICES = ("auto", *registry.backend_names())  # what select_runner, edgeseg.load and `infer --backend` take
 DEFAULT_MAX_MIOU_DROP = 0.5  # the budget when the build was given no --max-miou-drop
 SELECTION_IMAGES = 16
 TIMING_ROUNDS = 20  # build time

@@ -7,7 +7,7 @@ import click
 
 from edgeseg.backends.registry import RunnerOptions, backend_names
 from edgeseg.cli.group import main
-from edgeseg.cli.runner_options import runner_options
+from edgeseg.cli.options import runner_options
 from edgeseg.errors import EdgesegError
 
 TABLE_COLUMNS = [("backend", "backend"), ("precision", "precision"), ("batch", "batch"), ("mIoU", "miou"),
