@@ -130,19 +130,24 @@ def export_cmd(checkpoint: Path | None, model_name: str | None, weights: Path | 
     if as_json:
         click.echo(json.dumps(report.to_dict(), default=str))
     else:
-        from rich.console import Console
-
-        console = Console()
-        if report.fusion is not None:
-            _print_fusion(console, report.fusion)
-        for p in report.parity:
-            diff = ("labels only" if p.max_abs_diff is None else
-                    f"max |logit diff| {p.max_abs_diff:.2e} (tolerance {p.tolerance:.0e}, max |logit| {p.logit_scale:.3g})")
-            console.print(f"parity {p.input_hw[0]}x{p.input_hw[1]} batch {p.batch} ({p.images} {p.source} inputs): "
-                          f"{diff}, argmax agreement {p.argmax_agreement:.4f}% -> {'ok' if p.ok else 'FAILED'}")
-        console.print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB, opset {report.opset}, "
-                      f"{report.nodes} nodes, input {report.input_shape}, output {report.output_name}, "
-                      f"{report.seconds:.1f} s)")
+        _print_report(report)
     if not report.ok:
         click.echo("error: parity check failed (see above); the file was written for inspection", err=True)
         sys.exit(1)
+
+
+def _print_report(report) -> None:
+    """Fusion, parity per input shape, and the file written."""
+    from rich.console import Console
+
+    console = Console()
+    if report.fusion is not None:
+        _print_fusion(console, report.fusion)
+    for p in report.parity:
+        diff = ("labels only" if p.max_abs_diff is None else
+                f"max |logit diff| {p.max_abs_diff:.2e} (tolerance {p.tolerance:.0e}, max |logit| {p.logit_scale:.3g})")
+        console.print(f"parity {p.input_hw[0]}x{p.input_hw[1]} batch {p.batch} ({p.images} {p.source} inputs): "
+                      f"{diff}, argmax agreement {p.argmax_agreement:.4f}% -> {'ok' if p.ok else 'FAILED'}")
+    console.print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB, opset {report.opset}, "
+                  f"{report.nodes} nodes, input {report.input_shape}, output {report.output_name}, "
+                  f"{report.seconds:.1f} s)")

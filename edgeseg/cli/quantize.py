@@ -77,15 +77,24 @@ def quantize_cmd(onnx_path: Path, precision: str, out: Path, calib: Path | None,
                         fp16_scales=fp16_scales, preprocessing=pre,
                         options=Int8Options(bias_correction=not no_bias_correction),
                         calib_inputs=lambda: iter_calibration_inputs(manifest, pre, root, allow_changed))
+    if as_json:
+        click.echo(json.dumps(_summary(report, out, layout, calibrator, hit)))
+    else:
+        _print_report(report, out, layout, calibrator, hit)
+
+
+def _summary(report, out: Path, layout: str, calibrator: str, hit: bool) -> dict:
+    """What --json prints: the output, how it was calibrated, and the mIoU guard's figures when it ran."""
     summary = {"out": str(out), "layout": layout, "calibrator": calibrator, "stats_cache_hit": hit,
                "trt_cache": str(report.trt_cache) if report.trt_cache else None}
     if report.guard is not None:
         g = report.guard
         summary.update(fp32_miou=g.fp32_miou, int8_miou=g.int8_miou, final_miou=g.final_miou, fits=g.fits,
                        kept_high_precision=g.excluded, tries=g.tries, latency_ms=g.latency_ms)
-    if as_json:
-        click.echo(json.dumps(summary))
-        return
+    return summary
+
+
+def _print_report(report, out: Path, layout: str, calibrator: str, hit: bool) -> None:
     click.echo(f"int8 ({layout}, {calibrator}) -> {out}  [statistics: {'cache hit' if hit else 'collected'}]")
     if report.trt_cache:
         click.echo(f"TensorRT calibration cache -> {report.trt_cache}")
