@@ -25,9 +25,7 @@ from edgeseg.bundle.manifest import Bundle, read_bundle
 from edgeseg.errors import EdgesegError
 from edgeseg.metrics import ConfusionMatrix
 from edgeseg.postprocess import labels_from_logits
-from edgeseg.timing import LatencyStats, latency_stats, time_calls  # noqa: F401  (re-exported)
-
-BACKENDS = registry.backend_names()
+from edgeseg.timing import latency_stats, time_calls
 
 
 def reset_peak_rss() -> None:
@@ -144,7 +142,6 @@ def bench_runner(bundle: Bundle, backend: str, precision: str, runner: Runner, b
     """Accuracy on (frames, masks), latency at ``batch`` (unless not ``timed``: the parity reference only
     gives its class maps when it is not reported), parity with ``reference`` class maps."""
     rec = Record(str(bundle.root), backend, precision, batch, threads=threads or os.cpu_count())
-    pre = bundle.preprocessing
     reset_peak_rss()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -155,26 +152,10 @@ def bench_runner(bundle: Bundle, backend: str, precision: str, runner: Runner, b
         if not spec.min_shape[0] <= batch <= spec.max_shape[0]:
             rec.skipped = f"batch {batch} outside the model's batch bounds {spec.min_shape[0]}..{spec.max_shape[0]}"
             return rec, []
-        cm = ConfusionMatrix(len(bundle.classes))
-        labels = []
-        for frame, mask in zip(frames, masks):
-            pred = _predict(runner, pre(frame)[None], mask.shape)[0]
-            cm.update(pred, mask)
-            labels.append(pred)
-        summary = cm.summary(bundle.classes)
-        rec.miou, rec.pixel_acc, rec.per_class_iou = summary["miou"], summary["pixel_acc"], summary["per_class_iou"]
+        labels = _score(rec, runner, bundle, frames, masks)
         if not timed:
             return rec, labels
-        x = np.stack([pre(frames[i % len(frames)]) for i in range(batch)])
-        stats = latency_stats(time_calls(lambda: runner.infer(x), min_iters, min_seconds), batch)
-        rec.latency_ms_mean, rec.latency_ms_p50, rec.latency_ms_p90, rec.latency_ms_p99 = (
-            stats.mean_ms, stats.p50_ms, stats.p90_ms, stats.p99_ms)
-        rec.fps, rec.iterations = stats.fps, stats.iterations
-        frame_batch = [frames[i % len(frames)] for i in range(batch)]
-        e2e = latency_stats(time_calls(lambda: _predict(runner, np.stack([pre(f) for f in frame_batch]),
-                                                        frame_batch[0].shape[:2]),
-                                       max(10, min_iters // 5), min_seconds / 5), batch)
-        rec.e2e_latency_ms_p50, rec.e2e_fps = e2e.p50_ms, e2e.fps
+        _time(rec, runner, bundle.preprocessing, frames, batch, min_iters, min_seconds)
     rec.peak_rss_mb = peak_rss_mb()
     if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
         rec.peak_device_mb = torch.cuda.max_memory_allocated() / 2 ** 20
@@ -186,6 +167,35 @@ def bench_runner(bundle: Bundle, backend: str, precision: str, runner: Runner, b
     return rec, labels
 
 
+def _score(rec: Record, runner: Runner, bundle: Bundle, frames: list[np.ndarray],
+           masks: list[np.ndarray]) -> list[np.ndarray]:
+    """mIoU, pixel accuracy and per-class IoU into ``rec``, one frame at a time; the class maps."""
+    cm = ConfusionMatrix(len(bundle.classes))
+    labels = []
+    for frame, mask in zip(frames, masks):
+        pred = _predict(runner, bundle.preprocessing(frame)[None], mask.shape)[0]
+        cm.update(pred, mask)
+        labels.append(pred)
+    summary = cm.summary(bundle.classes)
+    rec.miou, rec.pixel_acc, rec.per_class_iou = summary["miou"], summary["pixel_acc"], summary["per_class_iou"]
+    return labels
+
+
+def _time(rec: Record, runner: Runner, pre: Callable[[np.ndarray], np.ndarray], frames: list[np.ndarray], batch: int,
+          min_iters: int, min_seconds: float) -> None:
+    """Model-only latency (a preprocessed batch) and end-to-end latency (frames in, class maps out) into ``rec``."""
+    x = np.stack([pre(frames[i % len(frames)]) for i in range(batch)])
+    stats = latency_stats(time_calls(lambda: runner.infer(x), min_iters, min_seconds), batch)
+    rec.latency_ms_mean, rec.latency_ms_p50, rec.latency_ms_p90, rec.latency_ms_p99 = (
+        stats.mean_ms, stats.p50_ms, stats.p90_ms, stats.p99_ms)
+    rec.fps, rec.iterations = stats.fps, stats.iterations
+    frame_batch = [frames[i % len(frames)] for i in range(batch)]
+    e2e = latency_stats(time_calls(lambda: _predict(runner, np.stack([pre(f) for f in frame_batch]),
+                                                    frame_batch[0].shape[:2]),
+                                   max(10, min_iters // 5), min_seconds / 5), batch)
+    rec.e2e_latency_ms_p50, rec.e2e_fps = e2e.p50_ms, e2e.fps
+
+
 def load_split(spec: str, split: str, limit: int | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     from edgeseg.data import open_dataset
 
@@ -195,53 +205,86 @@ def load_split(spec: str, split: str, limit: int | None) -> tuple[list[np.ndarra
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What every bundle of one run_bench is measured with."""
+
+    frames: list[np.ndarray]
+    masks: list[np.ndarray]
+    backends: list[str]  # the backends reported (the reference runs in any case)
+    batches: list[int]
+    min_iters: int
+    min_seconds: float
+    threads: int
+    options: RunnerOptions | None
+    peak_gflops: float | None
+    parity_dir: Path | None  # disagreement PNGs of the first parity_images frames, when set
+    parity_images: int
+
+
 def run_bench(bundle_dirs: list[Path], data: str, split: str, backends: list[str], batches: list[int],
               limit: int | None = None, min_iters: int = 50, min_seconds: float = 5.0, threads: int = 0,
               on_record: Callable[[Record], None] = lambda r: None,
               parity_dir: Path | None = None, parity_images: int = 0,
               options: RunnerOptions | None = None) -> list[Record]:
-    """All records; ``on_record`` sees each as it is made (so an interrupted run keeps what it measured).
-    The reference backend (PyTorch FP32) runs first for parity, and is reported only when asked for."""
-    from edgeseg.models import build_model, measure_complexity
-
+    """All records; ``on_record`` sees each as it is made, complete (so an interrupted run keeps what it
+    measured). The reference backend (PyTorch FP32) runs first for parity, and is reported only when asked for."""
     frames, masks = load_split(data, split, limit)
-    peak = measured_peak_gflops(threads=threads)
+    plan = _Plan(frames, masks, backends, batches, min_iters, min_seconds, threads, options,
+                 measured_peak_gflops(threads=threads), parity_dir if parity_images else None, parity_images)
     records: list[Record] = []
     for bundle_dir in bundle_dirs:
-        bundle = read_bundle(bundle_dir)
-        macs = None
-        if bundle.file("checkpoint") is not None:
-            from edgeseg.models.checkpoint import load_checkpoint
-
-            ckpt = load_checkpoint(bundle.file("checkpoint"))
-            macs = measure_complexity(build_model(ckpt.config), tuple(bundle.preprocessing.size)).macs
-        reference = None
-        ref_name = registry.reference_backend().name
-        order = [ref_name] + [b for b in backends if b != ref_name]  # the PyTorch FP32 reference first
-        for backend in order:
-            for precision, runner in runners_for(bundle, backend, threads, options):
-                for batch in batches:
-                    if isinstance(runner, str):
-                        rec = Record(str(bundle.root), backend, precision, batch, skipped=runner)
-                        labels = []
-                    else:
-                        rec, labels = bench_runner(bundle, backend, precision, runner, batch, frames, masks, reference,
-                                                   min_iters, min_seconds, threads, macs, peak, backend in backends)
-                    if backend == ref_name and labels and reference is None:
-                        reference = labels
-                        rec.agreement = 100.0
-                    if backend in backends:
-                        records.append(rec)
-                        on_record(rec)
-                    if labels and reference is not None and parity_dir is not None and parity_images:
-                        write_disagreement_pngs(parity_dir / f"{Path(bundle_dir).name}-{backend}-{precision}",
-                                                frames[:parity_images], labels, reference)
-        ref_rec = next((r for r in records if r.backend == ref_name and r.miou is not None), None)
-        for r in records:
-            if ref_rec is not None and r.per_class_iou and r.bundle == ref_rec.bundle:
-                r.per_class_iou_delta = {k: (None if v is None or ref_rec.per_class_iou.get(k) is None
-                                             else v - ref_rec.per_class_iou[k]) for k, v in r.per_class_iou.items()}
+        records += _bench_bundle(plan, Path(bundle_dir), on_record)
     return records
+
+
+def _bench_bundle(plan: _Plan, bundle_dir: Path, on_record: Callable[[Record], None]) -> list[Record]:
+    """One bundle's records: the reference's class maps first (parity), then every reported backend;
+    per-class IoU deltas against the reference's record when it is reported."""
+    bundle = read_bundle(bundle_dir)
+    macs = _model_macs(bundle)
+    ref_name = registry.reference_backend().name
+    reference: list[np.ndarray] | None = None
+    ref_rec: Record | None = None
+    records: list[Record] = []
+    for backend in [ref_name] + [b for b in plan.backends if b != ref_name]:
+        reported = backend in plan.backends
+        for precision, runner in runners_for(bundle, backend, plan.threads, plan.options):
+            for batch in plan.batches:
+                if isinstance(runner, str):
+                    rec, labels = Record(str(bundle.root), backend, precision, batch, skipped=runner), []
+                else:
+                    rec, labels = bench_runner(bundle, backend, precision, runner, batch, plan.frames, plan.masks,
+                                               reference, plan.min_iters, plan.min_seconds, plan.threads, macs,
+                                               plan.peak_gflops, reported)
+                if backend == ref_name and labels and reference is None:
+                    reference, rec.agreement = labels, 100.0
+                    ref_rec = rec if reported and rec.miou is not None else None
+                if ref_rec is not None and rec.per_class_iou:
+                    rec.per_class_iou_delta = _iou_deltas(rec.per_class_iou, ref_rec.per_class_iou)
+                if reported:
+                    records.append(rec)
+                    on_record(rec)
+                if labels and reference is not None and plan.parity_dir is not None:
+                    write_disagreement_pngs(plan.parity_dir / f"{bundle_dir.name}-{backend}-{precision}",
+                                            plan.frames[:plan.parity_images], labels, reference)
+    return records
+
+
+def _model_macs(bundle: Bundle) -> int | None:
+    """Multiply-adds of one image through the bundle's model (from its checkpoint; None without one)."""
+    if bundle.file("checkpoint") is None:
+        return None
+    from edgeseg.models import build_model, measure_complexity
+    from edgeseg.models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(bundle.file("checkpoint"))
+    return measure_complexity(build_model(ckpt.config), tuple(bundle.preprocessing.size)).macs
+
+
+def _iou_deltas(per_class_iou: dict[str, float | None], reference: dict[str, float | None]) -> dict[str, float | None]:
+    """Per-class IoU minus the reference's (None where either has no value)."""
+    return {k: None if v is None or reference.get(k) is None else v - reference[k] for k, v in per_class_iou.items()}
 
 
 def write_disagreement_pngs(folder: Path, frames: list[np.ndarray], labels: list[np.ndarray],

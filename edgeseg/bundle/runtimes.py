@@ -29,6 +29,7 @@ from edgeseg.backends.registry import RunnerOptions
 from edgeseg.bundle.manifest import Bundle
 from edgeseg.timing import interleaved_ms
 
+BACKEND_CHOICES = ("auto", *registry.backend_names())  # what select_runner, edgeseg.load and `infer --backend` take
 DEFAULT_MAX_MIOU_DROP = 0.5  # the budget when the build was given no --max-miou-drop
 SELECTION_IMAGES = 16
 TIMING_ROUNDS = 20  # build time
@@ -72,6 +73,12 @@ def candidate_paths(bundle: Any, backends: list[str], options: RunnerOptions) ->
     return paths, skipped
 
 
+def _timing_options(options: RunnerOptions) -> RunnerOptions:
+    """``options`` for runners timed side by side: they share the cores, so ONNX Runtime's threads do not
+    spin; each path sets its own inference precision (RuntimePath.options)."""
+    return RunnerOptions(threads=options.threads, spinning=False, device=options.device, cache_dir=options.cache_dir)
+
+
 def _time_paths(runners: dict[str, Runner], x: np.ndarray, rounds: int) -> dict[str, float]:
     return interleaved_ms({k: (lambda r=r: r.infer(x)) for k, r in runners.items()}, rounds=rounds, warmup=3)
 
@@ -85,7 +92,7 @@ def measure_paths(bundle: Any, paths: list[RuntimePath], data: str, split: str, 
     from edgeseg.train.evaluate import evaluate
 
     dataset = open_dataset(data, split)
-    options = RunnerOptions(threads=options.threads, spinning=False, device=options.device)  # runtimes share cores
+    options = _timing_options(options)
     pre = bundle.preprocessing
 
     def miou(runner: Runner) -> float:
@@ -186,8 +193,7 @@ def select_runner(bundle: Bundle, backend: str = "auto", options: RunnerOptions 
 
 def _measure_here(bundle: Bundle, eligible: list[dict], options: RunnerOptions) -> dict[str, float]:
     """Median latency of each eligible path on this machine, interleaved, on one random image."""
-    timing = RunnerOptions(threads=options.threads, spinning=False, device=options.device, cache_dir=options.cache_dir)
-    runners = {r["path"]: RuntimePath.from_record(r).runner(bundle, timing) for r in eligible}
+    runners = {r["path"]: RuntimePath.from_record(r).runner(bundle, _timing_options(options)) for r in eligible}
     try:
         for r in runners.values():
             r.activate()

@@ -25,25 +25,17 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.backends.base import Runner
-from edgeseg.backends.registry import RunnerOptions, backend_names
+from edgeseg.backends.registry import RunnerOptions
 from edgeseg.bundle.manifest import Bundle, read_bundle, verify_bundle
+from edgeseg.bundle.runtimes import BACKEND_CHOICES, Choice, select_runner
 from edgeseg.errors import EdgesegError
 from edgeseg.postprocess import labels_from_logits, resize_logits
 
-BACKENDS = ("auto", *backend_names())
 
-
-def choose_runner(bundle: Bundle, backend: str = "auto", threads: int = 0,
-                  options: RunnerOptions | None = None) -> Runner:
-    """The runner for ``backend`` (see the module docstring for "auto")."""
-    return _choose(bundle, backend, threads, options).runner
-
-
-def _choose(bundle: Bundle, backend: str, threads: int, options: RunnerOptions | None):
-    from edgeseg.bundle.runtimes import select_runner
-
-    if backend not in BACKENDS:
-        raise EdgesegError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+def _choose(bundle: Bundle, backend: str, threads: int, options: RunnerOptions | None) -> Choice:
+    """The runner for ``backend`` (see the module docstring for "auto"), inactive, with the reason."""
+    if backend not in BACKEND_CHOICES:
+        raise EdgesegError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
     return select_runner(bundle, backend, replace(options or RunnerOptions(), threads=threads))
 
 

@@ -7,7 +7,7 @@ import click
 
 from edgeseg.backends.registry import RunnerOptions, backend_names
 from edgeseg.cli.group import main
-from edgeseg.cli.runner_options import runner_options
+from edgeseg.cli.options import runner_options
 from edgeseg.errors import EdgesegError
 
 TABLE_COLUMNS = [("backend", "backend"), ("precision", "precision"), ("batch", "batch"), ("mIoU", "miou"),
@@ -48,15 +48,15 @@ def bench_cmd(bundles: tuple[Path, ...], data: str, split: str, backends: str, b
               plot_path: Path | None, parity_images: int, parity_dir: Path, options: RunnerOptions) -> None:
     """Latency, memory, mIoU and parity for every bundle x backend x precision x batch available here."""
     from rich.console import Console
-    from rich.table import Table
 
-    from edgeseg.bench.measure import BACKENDS, run_bench
+    from edgeseg.bench.measure import run_bench
     from edgeseg.bench.report import machine_description, write_csv, write_json, write_plot
 
     wanted = [b.strip() for b in backends.split(",") if b.strip()]
-    unknown = [b for b in wanted if b not in BACKENDS]
+    unknown = [b for b in wanted if b not in backend_names()]
     if unknown:
-        raise EdgesegError(f"unknown backend {unknown[0]!r}: expected a comma-separated subset of {', '.join(BACKENDS)}")
+        raise EdgesegError(f"unknown backend {unknown[0]!r}: expected a comma-separated subset of "
+                           f"{', '.join(backend_names())}")
     console = Console(width=max(Console().width, 140))
     records: list[dict] = []
 
@@ -73,9 +73,24 @@ def bench_cmd(bundles: tuple[Path, ...], data: str, split: str, backends: str, b
     except KeyboardInterrupt:
         interrupted = True
         console.print("[yellow]interrupted: results so far[/yellow]")
-    table = Table(title=f"edgeseg bench on {data} {split} ({machine_description()['cpu']})")
-    for title, _ in TABLE_COLUMNS:
-        table.add_column(title, justify="right")
+    _print_table(console, records, f"edgeseg bench on {data} {split} ({machine_description()['cpu']})")
+    if json_path:
+        write_json(records, json_path)
+    if csv_path:
+        write_csv(records, csv_path)
+    if plot_path:
+        write_plot(records, plot_path)
+    if interrupted:
+        raise SystemExit(130)
+
+
+def _print_table(console, records: list[dict], title: str) -> None:
+    """One row per record (skipped ones say so), then why each was skipped."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for heading, _ in TABLE_COLUMNS:
+        table.add_column(heading, justify="right")
     skipped = []
     for r in records:
         if r["skipped"]:
@@ -87,11 +102,3 @@ def bench_cmd(bundles: tuple[Path, ...], data: str, split: str, backends: str, b
     console.print(table)
     for line in skipped:
         console.print(f"skipped: {line}")
-    if json_path:
-        write_json(records, json_path)
-    if csv_path:
-        write_csv(records, csv_path)
-    if plot_path:
-        write_plot(records, plot_path)
-    if interrupted:
-        raise SystemExit(130)

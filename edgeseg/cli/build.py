@@ -1,13 +1,16 @@
-"""`edgeseg build` and `edgeseg info`: artifact bundles."""
+"""`edgeseg build`: an artifact bundle (or, with only --precision, the self-contained synthetic demo)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from edgeseg.backends.artifacts import PRECISIONS
 from edgeseg.bundle.build import BACKENDS
-from edgeseg.cli.group import main, parse_size
+from edgeseg.cli.group import main
+from edgeseg.cli.info import print_bundle_summary
+from edgeseg.cli.options import parse_size
+from edgeseg.quantize.calibrators import CALIBRATORS  # TODO(merge): CALIBRATOR_NAMES
 
 DEMO_DATA = "synthetic"
 DEMO_MODEL = dict(model="deeplabv3plus_mobilenet_v2", width=0.35, epochs=8, batch_size=16, optimizer="adamw", lr=5e-3,
@@ -16,7 +19,8 @@ DEMO_MODEL = dict(model="deeplabv3plus_mobilenet_v2", width=0.35, epochs=8, batc
 
 def _quick_checkpoint(out: Path, log) -> Path:
     """The demo's model: a light DeepLab v3+ trained on the built-in synthetic scenes for about a minute."""
-    from edgeseg.train.loop import TrainConfig, train
+    from edgeseg.train.config import TrainConfig
+    from edgeseg.train.loop import train
 
     cfg = TrainConfig(data=DEMO_DATA, out=out / "quick-model", workers=0, **DEMO_MODEL)
     log(f"no --checkpoint/--onnx: training the quick demo model ({cfg.model} x{cfg.width}, {cfg.epochs} epochs "
@@ -25,7 +29,7 @@ def _quick_checkpoint(out: Path, log) -> Path:
 
 
 @main.command("build")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="int8", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="int8", show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None)
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None, help="FP32 ONNX with edgeseg metadata.")
 @click.option("--data", default=None, help="Dataset spec: calibration (train split) and build-time mIoU (val split).")
@@ -41,7 +45,7 @@ def _quick_checkpoint(out: Path, log) -> Path:
 @click.option("--input-size", default=None, help="Export HxW (default: the checkpoint's).")
 @click.option("--dynamic", type=click.Choice(["batch", "hw", "both"]), default=None)
 @click.option("--calib-count", default=64, show_default=True)
-@click.option("--calibrator", type=click.Choice(["entropy", "percentile", "mse", "minmax"]), default="entropy",
+@click.option("--calibrator", type=click.Choice(tuple(CALIBRATORS)), default="entropy",
               show_default=True)
 @click.option("--max-miou-drop", type=float, default=None)
 @click.option("--val-limit", type=int, default=None, help="Evaluate on the first N val images only.")
@@ -73,65 +77,6 @@ def build_cmd(precision: str, checkpoint: Path | None, onnx_path: Path | None, d
                                            max_miou_drop=max_miou_drop, val_limit=val_limit, dla_core=dla_core,
                                            overwrite=overwrite),
                               log=log)
-    _print_summary(console, result.out, result.manifest, result.seconds)
+    print_bundle_summary(console, result.out, result.manifest, result.seconds)
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
-
-
-def _print_summary(console, out: Path, manifest: dict, seconds: float) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"bundle {out} ({manifest['precision']}, built in {seconds:.0f} s)")
-    table.add_column("file", no_wrap=True)
-    table.add_column("role")
-    table.add_column("MB", justify="right")
-    roles = {v: k for k, v in manifest.get("roles", {}).items()}
-    for name, entry in manifest["files"].items():
-        table.add_row(name, roles.get(name, ""), f"{entry['bytes'] / 1e6:.2f}")
-    console.print(table)
-    metrics = manifest.get("metrics") or {}
-    if metrics.get("miou"):
-        scores = ", ".join(f"{k} {v:.2f}" for k, v in metrics["miou"].items())
-        console.print(f"mIoU on {metrics['data']} {metrics['split']} ({metrics['images']} images, ONNX Runtime): {scores}")
-    if metrics.get("latency_ms_median"):
-        lat = ", ".join(f"{k} {v:.1f} ms" for k, v in metrics["latency_ms_median"].items())
-        console.print(f"latency (ONNX Runtime CPU, batch 1, median of {metrics['latency_runs']}): {lat}")
-    runtime = manifest.get("runtime") or {}
-    if runtime.get("paths"):
-        sel = runtime["selection"]
-        paths = ", ".join(f"{p['path']} {p['latency_ms_median']:.1f} ms ({-p['miou_drop']:+.2f} mIoU)"
-                          for p in sorted(runtime["paths"], key=lambda p: p["latency_ms_median"]))
-        console.print(f"CPU runtimes on {runtime['machine']['cpu']} (mIoU vs FP32 on {sel['images']} {sel['split']} "
-                      f"images, budget {sel['max_miou_drop']}): {paths}")
-    engine = manifest.get("engine")
-    console.print(f"TensorRT engine: {engine['trt_version']} / sm {engine['compute_capability']}" if engine
-                  else "TensorRT engine: none (no TensorRT/GPU here)")
-
-
-@main.command("info")
-@click.argument("bundle_dir", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--verify/--no-verify", default=True, show_default=True, help="Check file hashes.")
-def info_cmd(bundle_dir: Path, as_json: bool, verify: bool) -> None:
-    """Print a bundle's manifest readably (and check its files)."""
-    from rich.console import Console
-
-    from edgeseg.bundle.manifest import read_bundle, verify_bundle
-
-    bundle = read_bundle(bundle_dir)
-    if verify:
-        verify_bundle(bundle)
-    if as_json:
-        click.echo(json.dumps(bundle.manifest, indent=1))
-        return
-    m = bundle.manifest
-    console = Console()
-    pre = m["preprocessing"]
-    console.print(f"[bold]{bundle_dir}[/bold]: {m.get('model')} {m['precision']}, edgeseg {m.get('edgeseg_version')}"
-                  f"{', files verified' if verify else ''}")
-    console.print(f"classes ({len(m['classes'])}): {', '.join(m['classes'])}")
-    console.print(f"input: {pre.get('size')} {pre['channel_order']}, (x * {pre['scale']:.6g} - {pre['mean']}) / {pre['std']}")
-    if m.get("calibration"):
-        c = m["calibration"]
-        console.print(f"calibration: {c['count']} images ({c['calibrator']}), set sha256 {c['manifest_sha256'][:12]}")
-    _print_summary(console, bundle_dir, m, m.get("build", {}).get("seconds", 0))

@@ -1,4 +1,4 @@
-"""`edgeseg export`, `check`."""
+"""`edgeseg export`: fuse, export to ONNX and check parity with ONNX Runtime."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from edgeseg.cli.group import main, parse_size
+from edgeseg.cli.group import main
+from edgeseg.cli.options import explicit_preprocessing, parse_size
+from edgeseg.data.resize import RESIZE_METHODS
 from edgeseg.errors import EdgesegError
 
 
@@ -86,7 +88,7 @@ def _print_fusion(console, fusion) -> None:
 @click.option("--mean", default=None, help="With --weights or --num-classes: R,G,B mean in 0-1 units.")
 @click.option("--std", default=None, help="With --weights or --num-classes: R,G,B std in 0-1 units.")
 @click.option("--scale", type=float, default=None, help="With --mean/--std: pixel scale (default 1/255).")
-@click.option("--resize", type=click.Choice(["bilinear", "pil_bilinear"]), default=None,
+@click.option("--resize", type=click.Choice(RESIZE_METHODS), default=None,
               help="With --weights or --num-classes: the resize definition to record (default bilinear).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def export_cmd(checkpoint: Path | None, model_name: str | None, weights: Path | None, num_classes: int | None,
@@ -98,8 +100,6 @@ def export_cmd(checkpoint: Path | None, model_name: str | None, weights: Path | 
     """Fuse, export to ONNX (opset 17, TensorRT-parsable), simplify, and check parity with ONNX Runtime."""
     from edgeseg.export.onnx_export import default_bounds, export_onnx, parity_images_from_dataset
     from edgeseg.io_utils import ensure_parent
-
-    from edgeseg.cli.group import explicit_preprocessing
 
     ensure_parent(out)  # fail before any work
     if checkpoint is not None and (imagenet_preprocessing or mean or std or scale or resize):
@@ -130,52 +130,24 @@ def export_cmd(checkpoint: Path | None, model_name: str | None, weights: Path | 
     if as_json:
         click.echo(json.dumps(report.to_dict(), default=str))
     else:
-        from rich.console import Console
-
-        console = Console()
-        if report.fusion is not None:
-            _print_fusion(console, report.fusion)
-        for p in report.parity:
-            diff = ("labels only" if p.max_abs_diff is None else
-                    f"max |logit diff| {p.max_abs_diff:.2e} (tolerance {p.tolerance:.0e}, max |logit| {p.logit_scale:.3g})")
-            console.print(f"parity {p.input_hw[0]}x{p.input_hw[1]} batch {p.batch} ({p.images} {p.source} inputs): "
-                          f"{diff}, argmax agreement {p.argmax_agreement:.4f}% -> {'ok' if p.ok else 'FAILED'}")
-        console.print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB, opset {report.opset}, "
-                      f"{report.nodes} nodes, input {report.input_shape}, output {report.output_name}, "
-                      f"{report.seconds:.1f} s)")
+        _print_report(report)
     if not report.ok:
         click.echo("error: parity check failed (see above); the file was written for inspection", err=True)
         sys.exit(1)
 
 
-@main.command("check")
-@click.argument("onnx_path", type=click.Path(path_type=Path))
-@click.option("--trt", "trt_version", type=click.Choice(["8.6", "10", "11"]), default="10", show_default=True,
-              help="TensorRT version whose ONNX parser to check against.")
-@click.option("--dla", is_flag=True, help="Also check DLA restrictions.")
-@click.option("--json", "as_json", is_flag=True, help="Print findings as JSON.")
-def check_cmd(onnx_path: Path, trt_version: str, dla: bool, as_json: bool) -> None:
-    """Lint an ONNX file for the TensorRT parser on CPU; exit code 1 when errors are found."""
-    from dataclasses import asdict
+def _print_report(report) -> None:
+    """Fusion, parity per input shape, and the file written."""
+    from rich.console import Console
 
-    from edgeseg.export.trt_lint import check_onnx
-
-    findings = check_onnx(onnx_path, trt_version, dla=dla)
-    errors = sum(f.severity == "error" for f in findings)
-    if as_json:
-        click.echo(json.dumps([asdict(f) for f in findings]))
-    elif not findings:
-        click.echo(f"{onnx_path}: no findings for TensorRT {trt_version}{' DLA' if dla else ''}")
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"{onnx_path}: TensorRT {trt_version}{' DLA' if dla else ''}: {errors} error(s), "
-                            f"{len(findings) - errors} warning(s)")
-        for col in ("severity", "rule", "node", "message", "fix"):
-            table.add_column(col)
-        for f in findings:
-            table.add_row(f.severity, f.rule, f.node, f.message, f.fix)
-        Console().print(table)
-    if errors:
-        sys.exit(1)
+    console = Console()
+    if report.fusion is not None:
+        _print_fusion(console, report.fusion)
+    for p in report.parity:
+        diff = ("labels only" if p.max_abs_diff is None else
+                f"max |logit diff| {p.max_abs_diff:.2e} (tolerance {p.tolerance:.0e}, max |logit| {p.logit_scale:.3g})")
+        console.print(f"parity {p.input_hw[0]}x{p.input_hw[1]} batch {p.batch} ({p.images} {p.source} inputs): "
+                      f"{diff}, argmax agreement {p.argmax_agreement:.4f}% -> {'ok' if p.ok else 'FAILED'}")
+    console.print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB, opset {report.opset}, "
+                  f"{report.nodes} nodes, input {report.input_shape}, output {report.output_name}, "
+                  f"{report.seconds:.1f} s)")

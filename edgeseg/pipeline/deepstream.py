@@ -1,7 +1,7 @@
-"""`edgeseg deploy`: a bundle as a DeepStream nvinfer config or a Triton model repository.
+"""`edgeseg deploy --deepstream`: a bundle as a DeepStream nvinfer folder (the config's key schema and
+its check: ``edgeseg.pipeline.nvinfer_schema``; Triton: ``edgeseg.pipeline.triton``).
 
     write_deepstream("bundle/", "ds/")   # ds/config_infer_edgeseg.txt, labels.txt, model.ds.onnx, README.md
-    write_triton("bundle/", "models/")   # models/NAME/config.pbtxt, models/NAME/1/model.onnx (or model.plan)
 
 DeepStream (Gst-nvinfer) preprocesses with ``y = net-scale-factor * (x - offsets[c])`` on 0..255
 pixels converted to ``model-color-format``; edgeseg trains with ``y = (x * scale - mean[c]) / std[c]``
@@ -20,11 +20,10 @@ engine from it on the device (INT8 from the bundle's calibration.cache) and save
 """
 from __future__ import annotations
 
-import configparser
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeseg.backends.artifacts import role_file
 from edgeseg.bundle.manifest import Bundle, read_bundle, staging_dir, verify_bundle
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.errors import EdgesegError
@@ -39,146 +38,25 @@ from edgeseg.pipeline.deploy_io import (
     onnx_io,
     opt_shape,
 )
+from edgeseg.pipeline.nvinfer_schema import (
+    COLOR_FORMATS,
+    NETWORK_MODES,
+    NETWORK_TYPE_SEGMENTATION,
+    NVINFER_DOC,
+    validate_nvinfer,
+)
 
 STD_SPREAD_WARN = 0.02  # warn when a channel's std differs from the mean std by more than 2 %
 DS_CONFIG = "config_infer_edgeseg.txt"
 DS_ONNX = "model.ds.onnx"
 DS_OUTPUT = "probs"
-NETWORK_MODES = {"fp32": 0, "int8": 1, "fp16": 2}  # nvinfer network-mode
-COLOR_FORMATS = {"RGB": 0, "BGR": 1}  # nvinfer model-color-format (2 = GRAY)
+DS_LABELS = "labels.txt"
+DS_README = "README.md"
+CALIBRATION_CACHE = role_file("calibration_cache")  # the bundle's cache, copied under its own name
 # nvinfer scaling-filter per edgeseg resize definition (edgeseg.data.resize): NvBufSurfTransform_Inter_Bilinear
 # = 1 is plain bilinear. PIL's antialiasing bilinear has no nvinfer equivalent: bilinear is the nearest.
 SCALING_FILTERS = {"bilinear": 1, "pil_bilinear": 1}
 EXACT_SCALING = {"bilinear": True, "pil_bilinear": False}
-
-# ----------------------------------------------------------------------------- nvinfer keys and ranges
-# Source: NVIDIA DeepStream SDK Developer Guide, "Gst-nvinfer" > "Gst-nvinfer File Configuration
-# Specifications" (DeepStream 6.x / 7.x), and the open-source parser that enforces them:
-# sources/gst-plugins/gst-nvinfer/gstnvinfer_property_parser.h (key names) and .cpp (ranges, e.g.
-# batch-size 1..NVDSINFER_MAX_BATCH_SIZE=1024, network-mode 0/1/2, network-type 0/1/2/3/100,
-# model-color-format 0/1/2, offsets at most 4 values, segmentation-output-order 0/1,
-# segmentation-threshold >= 0, gie-unique-id > 0, process-mode 1/2).
-NVINFER_DOC = ("DeepStream Developer Guide, Gst-nvinfer, 'Gst-nvinfer File Configuration Specifications' "
-               "(DS 6.x/7.x); gst-nvinfer/gstnvinfer_property_parser.{h,cpp}")
-NVDSINFER_MAX_BATCH_SIZE = 1024
-
-
-def _int(lo: int | None = None, hi: int | None = None, choices: tuple[int, ...] | None = None):
-    def check(v: str) -> str | None:
-        try:
-            n = int(v)
-        except ValueError:
-            return f"expected an integer, got {v!r}"
-        if choices is not None and n not in choices:
-            return f"expected one of {', '.join(map(str, choices))}, got {n}"
-        if (lo is not None and n < lo) or (hi is not None and n > hi):
-            return f"expected {lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}, got {n}"
-        return None
-    return check
-
-
-def _float(lo: float | None = None, positive: bool = False):
-    def check(v: str) -> str | None:
-        try:
-            x = float(v)
-        except ValueError:
-            return f"expected a number, got {v!r}"
-        if positive and not x > 0:
-            return f"expected a number > 0, got {x}"
-        if lo is not None and x < lo:
-            return f"expected a number >= {lo}, got {x}"
-        return None
-    return check
-
-
-def _bool(v: str) -> str | None:
-    return None if v.strip().lower() in ("0", "1", "true", "false") else f"expected 0/1 or true/false, got {v!r}"
-
-
-def _text(v: str) -> str | None:
-    return None if v.strip() else "expected a non-empty value"
-
-
-def _list(item: Callable[[str], str | None], min_len: int = 1, max_len: int | None = None, exact: int | None = None):
-    def check(v: str) -> str | None:
-        parts = [p for p in v.split(";") if p.strip()]
-        if exact is not None and len(parts) != exact:
-            return f"expected {exact} values separated by ';', got {len(parts)}"
-        if len(parts) < min_len or (max_len is not None and len(parts) > max_len):
-            return f"expected {min_len}..{max_len or 'any'} values separated by ';', got {len(parts)}"
-        for p in parts:
-            problem = item(p)
-            if problem:
-                return problem
-        return None
-    return check
-
-
-NVINFER_KEYS: dict[str, Callable[[str], str | None]] = {
-    # element and runtime
-    "gpu-id": _int(0), "gie-unique-id": _int(1), "process-mode": _int(choices=(1, 2)), "interval": _int(0),
-    "batch-size": _int(1, NVDSINFER_MAX_BATCH_SIZE), "labelfile-path": _text, "output-tensor-meta": _bool,
-    "secondary-reinfer-interval": _int(0), "tensor-meta-pool-size": _int(1), "workspace-size": _int(0),
-    "enable-dla": _bool, "use-dla-core": _int(0), "disable-output-host-copy": _bool,
-    # model and precision
-    "network-mode": _int(choices=tuple(NETWORK_MODES.values())), "network-type": _int(choices=(0, 1, 2, 3, 100)),
-    "model-engine-file": _text, "int8-calib-file": _text, "onnx-file": _text, "output-blob-names": _list(_text),
-    "force-implicit-batch-dim": _bool, "infer-dims": _list(_int(1), exact=3), "output-io-formats": _list(_text),
-    "layer-device-precision": _list(_text), "custom-lib-path": _text, "engine-create-func-name": _text,
-    "custom-network-config": _text, "tlt-encoded-model": _text, "tlt-model-key": _text,
-    "model-file": _text, "proto-file": _text, "uff-file": _text,
-    # preprocessing
-    "net-scale-factor": _float(positive=True), "offsets": _list(_float(), 1, 4),
-    "model-color-format": _int(choices=(0, 1, 2)), "mean-file": _text, "maintain-aspect-ratio": _bool,
-    "symmetric-padding": _bool, "scaling-filter": _int(0, 6), "scaling-compute-hw": _int(0, 2),
-    "network-input-order": _int(choices=(0, 1)), "input-tensor-from-meta": _bool,
-    # output parsing
-    "num-detected-classes": _int(1), "segmentation-threshold": _float(0.0),
-    "segmentation-output-order": _int(choices=(0, 1)), "output-instance-mask": _bool,
-    "cluster-mode": _int(0, 4), "classifier-threshold": _float(0.0), "classifier-async-mode": _bool,
-    "parse-bbox-func-name": _text, "parse-classifier-func-name": _text, "filter-out-class-ids": _list(_int(0)),
-    "operate-on-gie-id": _int(), "operate-on-class-ids": _list(_int(0)),
-}
-
-
-def validate_nvinfer(text: str, root: str | Path | None = None) -> list[str]:
-    """Problems in an nvinfer config (empty list: none): keys outside NVINFER_KEYS, values outside
-    their documented ranges, and the semantic-segmentation essentials (network-type=2, a model, the
-    class count, output names; INT8 with a calibration file; use-dla-core only with enable-dla).
-    With ``root`` (the config's folder), files it names must exist there (the engine excepted:
-    nvinfer writes it on first start)."""
-    parser = configparser.ConfigParser(interpolation=None, delimiters=("=",), comment_prefixes=("#",),
-                                       inline_comment_prefixes=None, strict=True, empty_lines_in_values=False)
-    try:
-        parser.read_string(text)
-    except configparser.Error as e:
-        return [f"not a key file nvinfer can read: {str(e).splitlines()[0]}"]
-    if not parser.has_section("property"):
-        return ["no [property] group"]
-    props = dict(parser.items("property"))
-    problems = [f"unknown key {k!r}" for k in props if k not in NVINFER_KEYS]
-    problems += [f"{k}: {msg}" for k, v in props.items() if k in NVINFER_KEYS and (msg := NVINFER_KEYS[k](v))]
-    if problems:
-        return problems
-    if props.get("network-type") != "2":
-        problems.append("network-type must be 2 (segmentation)")
-    for key in ("num-detected-classes", "output-blob-names"):
-        if key not in props:
-            problems.append(f"{key} is required for segmentation")
-    if "onnx-file" not in props and "model-engine-file" not in props:
-        problems.append("neither onnx-file nor model-engine-file is set")
-    if props.get("network-mode") == "1" and "int8-calib-file" not in props:
-        problems.append("network-mode=1 (INT8) without int8-calib-file: nvinfer falls back to FP16")
-    if "use-dla-core" in props and props.get("enable-dla", "0").lower() not in ("1", "true"):
-        problems.append("use-dla-core is set but enable-dla is not 1")
-    if "offsets" in props and props.get("model-color-format") in ("0", "1") and len(props["offsets"].split(";")) != 3:
-        problems.append("offsets needs 3 values for an RGB/BGR model")
-    if root is not None:
-        for key in ("onnx-file", "int8-calib-file", "labelfile-path"):
-            if key in props and not (Path(root) / props[key]).is_file():
-                problems.append(f"{key}={props[key]} does not exist next to the config")
-    return problems
-
 
 # ----------------------------------------------------------------------------- preprocessing arithmetic
 
@@ -244,38 +122,29 @@ def resize_warning(pre: Preprocessing) -> str | None:
             "resize=bilinear (the default for new checkpoints) and rebuild")
 
 
-def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: TensorInfo | None = None,
-                   batch_size: int | None = None, segmentation_threshold: float = 0.0,
-                   gpu_id: int = 0, cache_header: str | None = None) -> tuple[str, list[str]]:
-    """(config text, warnings) for ``bundle`` as written next to ``onnx_name`` by write_deepstream;
-    ``cache_header``: the first line of the calibration.cache written beside it (INT8)."""
-    pre = bundle.preprocessing
-    norm = nvinfer_normalization(pre)
-    warnings = [w for w in (norm.warning, resize_warning(pre)) if w]
-    dims = input_info.dims if input_info is not None else ()
+def _calibration_cache(bundle: Bundle) -> Path:
+    """The bundle's TensorRT calibration cache (INT8 needs it: nvinfer builds its engine from it)."""
+    cache = bundle.file("calibration_cache")
+    if cache is None:
+        raise EdgesegError(f"{bundle.root} is INT8 but has no {CALIBRATION_CACHE} for nvinfer (built with a calibrator "
+                           "TensorRT cannot replay, or an old bundle); rebuild it with `edgeseg build --precision int8 "
+                           "--calibrator entropy`")
+    return cache
+
+
+def _batch_size(bundle: Bundle, dims: tuple[int, ...], batch_size: int | None) -> int:
+    """``batch_size`` (default: the bundle's opt batch), within the model's batch bounds."""
     lo, hi = batch_bounds(bundle, dims)
     batch = batch_size if batch_size is not None else (opt_shape(bundle) or [lo])[0]
     if not lo <= batch <= hi:
         raise EdgesegError(f"--batch-size {batch} is outside the model's batch bounds {lo}..{hi}; pass a size in "
                            "them or rebuild with `edgeseg build --dynamic batch`")
-    if bundle.precision not in NETWORK_MODES:
-        raise EdgesegError(f"bundle precision {bundle.precision!r} has no nvinfer network-mode; expected "
-                           f"{', '.join(NETWORK_MODES)}")
-    if not segmentation_threshold >= 0:
-        raise EdgesegError(f"segmentation threshold must be >= 0 (nvinfer rejects negatives), "
-                           f"got {segmentation_threshold}; pass 0.0 for the plain argmax")
-    size = network_input_size(bundle, dims)
-    engine = bundle.manifest.get("engine") or {}
-    dla_core = engine.get("dla_core")
-    device = f"dla{dla_core}" if dla_core is not None else f"gpu{gpu_id}"
-    mode = bundle.precision
-    engine_name = f"{onnx_name}_b{batch}_{device}_{mode}.engine"  # nvinfer's own name for the engine it builds
-    m = bundle.manifest
-    cache = bundle.file("calibration_cache")
-    if mode == "int8" and cache is None:
-        raise EdgesegError(f"{bundle.root} is INT8 but has no calibration.cache for nvinfer; rebuild it with "
-                           "`edgeseg build --precision int8`")
-    header = (cache_header or cache.read_text().splitlines()[0]) if mode == "int8" else ""
+    return batch
+
+
+def _config_comments(bundle: Bundle, norm: NvinferNormalization, onnx_name: str, header: str) -> list[str]:
+    """The comment block at the top of the config: where the numbers come from and what is approximated."""
+    pre, m, mode = bundle.preprocessing, bundle.manifest, bundle.precision
     std = ", ".join(fmt_number(s) for s in pre.std)
     lines = [
         f"{DS_HEADER} {bundle.root.name} ({m.get('model')}, {mode}, "
@@ -295,12 +164,39 @@ def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: Tens
         f"# Output: {onnx_name} is the bundle's FP32 ONNX plus a Softmax over classes (output '{DS_OUTPUT}'), so",
         "# segmentation-threshold compares probabilities (0.0 = plain argmax, every pixel labelled).",
         f"# Engine: nvinfer builds it from {onnx_name} on the first start ({mode.upper()}"
-        + (f", from calibration.cache: {header}" if mode == "int8" else "") + ") and saves it as model-engine-file.",
+        + (f", from {CALIBRATION_CACHE}: {header}" if mode == "int8" else "") + ") and saves it as model-engine-file.",
     ]
     if bundle.file("engine") is not None:
-        lines.append("# The bundle's own model.engine is not used: it outputs raw logits, which the threshold would "
-                     "mis-read.")
-    lines += [
+        lines.append(f"# The bundle's own {role_file('engine')} is not used: it outputs raw logits, which the threshold "
+                     "would mis-read.")
+    return lines
+
+
+def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: TensorInfo | None = None,
+                   batch_size: int | None = None, segmentation_threshold: float = 0.0,
+                   gpu_id: int = 0, cache_header: str | None = None) -> tuple[str, list[str]]:
+    """(config text, warnings) for ``bundle`` as written next to ``onnx_name`` by write_deepstream;
+    ``cache_header``: the first line of the calibration cache written beside it (INT8)."""
+    pre, mode = bundle.preprocessing, bundle.precision
+    norm = nvinfer_normalization(pre)
+    warnings = [w for w in (norm.warning, resize_warning(pre)) if w]
+    dims = input_info.dims if input_info is not None else ()
+    batch = _batch_size(bundle, dims, batch_size)
+    if mode not in NETWORK_MODES:
+        raise EdgesegError(f"bundle precision {mode!r} has no nvinfer network-mode; expected "
+                           f"{', '.join(NETWORK_MODES)}")
+    if not segmentation_threshold >= 0:
+        raise EdgesegError(f"segmentation threshold must be >= 0 (nvinfer rejects negatives), "
+                           f"got {segmentation_threshold}; pass 0.0 for the plain argmax")
+    size = network_input_size(bundle, dims)
+    dla_core = (bundle.manifest.get("engine") or {}).get("dla_core")
+    device = f"dla{dla_core}" if dla_core is not None else f"gpu{gpu_id}"
+    engine_name = f"{onnx_name}_b{batch}_{device}_{mode}.engine"  # nvinfer's own name for the engine it builds
+    header = ""
+    if mode == "int8":
+        cache = _calibration_cache(bundle)
+        header = cache_header or cache.read_text().splitlines()[0]
+    lines = _config_comments(bundle, norm, onnx_name, header) + [
         "[property]",
         f"gpu-id={gpu_id}",
         f"net-scale-factor={fmt_number(norm.net_scale_factor)}",
@@ -310,13 +206,13 @@ def nvinfer_config(bundle: Bundle, *, onnx_name: str = DS_ONNX, input_info: Tens
         f"model-engine-file={engine_name}",
     ]
     if mode == "int8":
-        lines.append("int8-calib-file=calibration.cache")
+        lines.append(f"int8-calib-file={CALIBRATION_CACHE}")
     lines += [
-        "labelfile-path=labels.txt",
+        f"labelfile-path={DS_LABELS}",
         f"infer-dims=3;{size[0]};{size[1]}",
         f"batch-size={batch}",
         f"network-mode={NETWORK_MODES[mode]}",
-        "network-type=2",
+        f"network-type={NETWORK_TYPE_SEGMENTATION}",
         f"num-detected-classes={len(bundle.classes)}",
         f"segmentation-threshold={fmt_number(segmentation_threshold)}",
         "segmentation-output-order=0",
@@ -339,8 +235,8 @@ def _gst_readme(bundle: Bundle, size: tuple[int, int], warnings: list[str]) -> s
         f"# DeepStream files for {bundle.root.name}\n\n"
         f"- `{DS_CONFIG}`: the Gst-nvinfer config (semantic segmentation, network-type=2)\n"
         f"- `{DS_ONNX}`: the bundle's FP32 ONNX with a Softmax appended (output `{DS_OUTPUT}`)\n"
-        "- `labels.txt`: one class name per line, in class-index order\n"
-        + ("- `calibration.cache`: the bundle's TensorRT implicit-INT8 calibration cache (TensorRT 8.6 / 10; "
+        f"- `{DS_LABELS}`: one class name per line, in class-index order\n"
+        + (f"- `{CALIBRATION_CACHE}`: the bundle's TensorRT implicit-INT8 calibration cache (TensorRT 8.6 / 10; "
            "TensorRT 11 has no implicit INT8)\n" if bundle.precision == "int8" else "")
         + "\nThe first start builds the TensorRT engine on the device (minutes on a Jetson) and saves it\n"
         "next to the config under the `model-engine-file` name; later starts load it.\n\n"
@@ -358,7 +254,7 @@ def _gst_readme(bundle: Bundle, size: tuple[int, int], warnings: list[str]) -> s
 
 
 DS_HEADER = "# DeepStream Gst-nvinfer config for the edgeseg bundle"
-DS_FILES = (DS_CONFIG, DS_ONNX, "labels.txt", "calibration.cache", "README.md")
+DS_FILES = (DS_CONFIG, DS_ONNX, DS_LABELS, CALIBRATION_CACHE, DS_README)
 
 
 def _own_deepstream_entry(path: Path) -> bool:
@@ -376,14 +272,14 @@ def deepstream_trt_version(bundle: Bundle, trt_version: str | None) -> str | Non
     if not version:
         raise EdgesegError("an INT8 DeepStream folder needs the TensorRT version nvinfer runs, got none; pass "
                            "--trt-version X.Y.Z (DeepStream 7.1 ships TensorRT 10.3.0, 7.0 ships 8.6.1, 6.3 ships "
-                           "8.5.x), so calibration.cache carries the header that TensorRT reads")
+                           f"8.5.x), so {CALIBRATION_CACHE} carries the header that TensorRT reads")
     return version
 
 
 def write_deepstream(bundle_dir: str | Path, out: str | Path, *, batch_size: int | None = None,
                      segmentation_threshold: float = 0.0, verify: bool = True,
                      overwrite: bool = False, trt_version: str | None = None) -> DeployResult:
-    """Write the nvinfer config, labels.txt, model.ds.onnx (+ calibration.cache for INT8, its first line
+    """Write the nvinfer config, labels.txt, model.ds.onnx (+ the calibration cache for INT8, its first line
     rewritten for ``trt_version``, the TensorRT of the DeepStream device) and a README with a gst-launch
     line into ``out``, replaced as a whole: a folder edgeseg deploy wrote (with the engines nvinfer saved
     there, which are stale for a new model) or an empty one; anything else only with ``overwrite``."""
@@ -394,25 +290,18 @@ def write_deepstream(bundle_dir: str | Path, out: str | Path, *, batch_size: int
     if verify:
         verify_bundle(bundle)
     trt_version = deepstream_trt_version(bundle, trt_version)
-    if bundle.precision == "int8" and bundle.file("calibration_cache") is None:
-        raise EdgesegError(f"{bundle.root} is INT8 but has no calibration.cache for nvinfer (built with a calibrator "
-                           "TensorRT cannot replay, or an old bundle); rebuild it with `edgeseg build --precision int8 "
-                           "--calibrator entropy`")
+    cache = _calibration_cache(bundle) if bundle.precision == "int8" else None
     with staging_dir(out) as stage:
-        header = None
-        if bundle.precision == "int8":
-            header = retarget_cache_file(bundle.file("calibration_cache"), stage / "calibration.cache", trt_version)
+        header = retarget_cache_file(cache, stage / CALIBRATION_CACHE, trt_version) if cache is not None else None
         info = _write_softmax_onnx(bundle.file("fp32"), stage / DS_ONNX)
         text, warnings = nvinfer_config(bundle, input_info=info, batch_size=batch_size,
                                         segmentation_threshold=segmentation_threshold, cache_header=header)
-        (stage / "labels.txt").write_text("\n".join(bundle.classes) + "\n")
+        (stage / DS_LABELS).write_text("\n".join(bundle.classes) + "\n")
         problems = validate_nvinfer(text, stage)
         if problems:
             raise EdgesegError(f"the generated nvinfer config fails its own check ({'; '.join(problems)}); "
                                "report this bug")
         (stage / DS_CONFIG).write_text(text)
-        (stage / "README.md").write_text(_gst_readme(bundle, network_input_size(bundle, info.dims), warnings))
+        (stage / DS_README).write_text(_gst_readme(bundle, network_input_size(bundle, info.dims), warnings))
         files = sorted(p.name for p in stage.iterdir())
     return DeployResult(out, files, warnings)
-
-

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.backends.openvino import openvino_missing
-from edgeseg.bench.measure import label_agreement, latency_stats, pareto_front, time_calls
+from edgeseg.bench.measure import label_agreement, pareto_front, run_bench
 from edgeseg.bundle.build import BuildOptions, build_bundle
 from edgeseg.cli import main
 from edgeseg.errors import EdgesegError
+from edgeseg.timing import latency_stats, time_calls
 from edgeseg.train.loop import TrainConfig, train
 
 REQUIRED = {"bundle", "backend", "precision", "batch", "miou", "pixel_acc", "latency_ms_p50", "latency_ms_p90",
@@ -86,3 +88,21 @@ def test_bench_json_schema_and_skipped_backend(bundle: Path, tmp_path: Path) -> 
     trt = [r for r in records if r["backend"] == "trt"]
     assert trt and "no TensorRT engine" in trt[0]["skipped"]  # skipped with the reason, not a crash
     assert (tmp_path / "r.png").stat().st_size > 0 and (tmp_path / "r.csv").read_text().startswith("bundle,")
+
+
+def test_every_bundle_gets_per_class_deltas_as_its_records_are_made(bundle: Path, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """Each record reaches on_record complete (the CLI writes those snapshots), with its per-class IoU
+    delta against the same bundle's PyTorch FP32 record: also for the second bundle of a run."""
+    monkeypatch.setattr("edgeseg.bench.measure.measured_peak_gflops", lambda threads=0: None)
+    second = tmp_path / "second"
+    shutil.copytree(bundle, second)
+    seen: list[dict] = []
+    run_bench([bundle, second], "synthetic:64x96", "val", ["torch", "ort"], [1], limit=2, min_iters=1,
+              min_seconds=0.0, on_record=lambda r: seen.append(r.to_dict()))
+    done = [r for r in seen if not r["skipped"]]
+    assert {Path(r["bundle"]).name for r in done} == {bundle.name, "second"}
+    for r in done:
+        assert set(r["per_class_iou_delta"]) == set(r["per_class_iou"]), (r["bundle"], r["backend"])
+        if r["backend"] == "torch":
+            assert all(d in (0.0, None) for d in r["per_class_iou_delta"].values())

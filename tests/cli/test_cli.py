@@ -1,4 +1,5 @@
-"""CLI: eval JSON, models listing, and user errors as one line with exit code 2."""
+"""CLI: eval JSON, models listing, user errors as one line with exit code 2, and where commands and
+their choices come from."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from edgeseg.backends.artifacts import PRECISIONS
+from edgeseg.backends.registry import backend_names
 from edgeseg.cli import main
 from edgeseg.train.loop import TrainConfig, train
 
@@ -63,3 +66,24 @@ def test_truncated_checkpoint_is_refused(tiny_checkpoint: Path, tmp_path: Path) 
 def test_checkpoint_for_other_class_count_is_refused(tiny_checkpoint: Path, camvid_root: Path) -> None:
     res = _run("eval", "--checkpoint", str(tiny_checkpoint), "--data", f"camvid:{camvid_root}")
     assert res.exit_code == 2 and "predicts" in res.output and "classes" in res.output
+
+
+def test_a_command_lives_in_the_module_named_after_it() -> None:
+    for name, command in main.commands.items():
+        assert command.callback.__module__ == f"edgeseg.cli.{name.replace('-', '_')}", name
+
+
+def _choices(option: str) -> dict[str, tuple[str, ...]]:
+    """{command: choices} of every command with ``option`` as a click.Choice."""
+    import click
+
+    return {name: tuple(p.type.choices) for name, command in main.commands.items() for p in command.params
+            if option in getattr(p, "opts", ()) and isinstance(p.type, click.Choice)}
+
+
+def test_precision_and_backend_choices_come_from_the_one_tuple() -> None:
+    precisions = _choices("--precision")
+    assert precisions["build"] == PRECISIONS
+    assert set(precisions["quantize"]) == set(PRECISIONS) - {"fp32"}
+    for name, choices in _choices("--backend").items():
+        assert set(choices) - {"auto"} <= set(backend_names()), name

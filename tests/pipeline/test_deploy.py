@@ -17,12 +17,11 @@ from edgeseg.bundle.manifest import read_bundle, write_manifest
 from edgeseg.bundle.build import BuildOptions, build_bundle
 from edgeseg.cli import main
 from edgeseg.data.preprocess import Preprocessing
-from edgeseg.pipeline.deepstream import (DS_CONFIG, DS_ONNX, STD_SPREAD_WARN, nvinfer_normalization, validate_nvinfer,
-                                        write_deepstream)
+from edgeseg.backends.artifacts import PRECISIONS
+from edgeseg.pipeline.deepstream import DS_CONFIG, DS_ONNX, STD_SPREAD_WARN, nvinfer_normalization, write_deepstream
+from edgeseg.pipeline.nvinfer_schema import NETWORK_MODES, validate_nvinfer
 from edgeseg.pipeline.triton import write_triton
 from edgeseg.errors import EdgesegError
-
-import edgeseg.cli.deploy  # noqa: F401  (registers infer/deploy on the CLI group)
 
 SPEC = "synthetic:64x96"
 
@@ -211,6 +210,10 @@ def test_validate_nvinfer_catches_mistakes(change: str, problem: str | None, tmp
     problems = validate_nvinfer("\n".join(lines) + "\n")
     assert (problems == []) if problem is None else any(problem in p for p in problems), problems
     assert any("onnx-file=model.ds.onnx does not exist" in p for p in validate_nvinfer(VALID, tmp_path))
+
+
+def test_every_model_precision_has_an_nvinfer_network_mode() -> None:
+    assert set(NETWORK_MODES) == set(PRECISIONS)
 
 
 # ----------------------------------------------------------------------------- Triton

@@ -19,8 +19,6 @@ from edgeseg.pipeline.sources import Frame
 from edgeseg.pipeline.threaded import MAX_CONSECUTIVE_ERRORS, run_pipeline
 from edgeseg.pipeline.overlay import blend, legend
 
-import edgeseg.cli.deploy  # noqa: F401  (registers infer/deploy on the CLI group)
-
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is not installed")
 
 SPEC = "synthetic:64x96"
