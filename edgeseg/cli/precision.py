@@ -44,7 +44,7 @@ def calibrate_cmd(onnx_path: Path, data: str, split: str, count: int, seed: int,
                   overwrite: bool) -> None:
     """Draw a class-stratified calibration set, write its manifest and check it (calibration doctor)."""
     from edgeseg.quantize.calib_set import draw_calibration_set, iter_calibration_inputs
-    from edgeseg.quantize.pipeline import calibration_stats, compare_calibrators, miou_evaluator
+    from edgeseg.quantize.ptq import calibration_stats, compare_calibrators, miou_evaluator
 
     pre = _preprocessing(onnx_path, mean, std, scale)
     manifest, warnings = draw_calibration_set(data, split, count, pre, seed)
@@ -111,7 +111,7 @@ def quantize_cmd(onnx_path: Path, precision: str, out: Path, calib: Path | None,
         click.echo(f"fp16 model -> {out}")
         return
     from edgeseg.quantize.calib_set import iter_calibration_inputs, load_manifest
-    from edgeseg.quantize.pipeline import SENSITIVITY_IMAGES, Int8Options, build_int8, calibration_stats, miou_evaluator
+    from edgeseg.quantize.ptq import SENSITIVITY_IMAGES, Int8Options, build_int8, calibration_stats, miou_evaluator
 
     if calib is None:
         raise EdgesegError("--precision int8 needs --calib MANIFEST (make one with `edgeseg calibrate`)")
