@@ -39,7 +39,7 @@ def main() -> None:
     from edgeseg.quantize.calibrators import CALIBRATORS
     from edgeseg.quantize.fp16 import convert_fp16
     from edgeseg.quantize.histograms import collect_stats
-    from edgeseg.quantize.pipeline import SENSITIVITY_IMAGES, build_int8, miou_evaluator
+    from edgeseg.quantize.ptq import SENSITIVITY_IMAGES, build_int8, miou_evaluator
     from edgeseg.quantize.qdq import activation_ranges, quantize_qdq
 
     ckpt = load_checkpoint(args.checkpoint)

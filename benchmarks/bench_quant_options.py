@@ -60,7 +60,7 @@ def main() -> None:
     if args.report_only:
         from common import RESULTS
 
-        from edgeseg.quantize.pipeline import Int8Options
+        from edgeseg.quantize.ptq import Int8Options
 
         header = json.loads((RESULTS / "quant_options_cpu.json").read_text())
         header["machine"]["command"] += " (report rewritten with --report-only)"
@@ -74,7 +74,7 @@ def main() -> None:
     from edgeseg.models.checkpoint import load_checkpoint
     from edgeseg.quantize.calib_set import iter_calibration_inputs, load_manifest
     from edgeseg.quantize.histograms import cached_stats
-    from edgeseg.quantize.pipeline import Int8Options, build_int8, default_cache_dir
+    from edgeseg.quantize.ptq import Int8Options, build_int8, default_cache_dir
     from edgeseg.train.evaluate import evaluate
 
     ckpt = load_checkpoint(args.checkpoint)
@@ -127,7 +127,7 @@ def main() -> None:
 
 def _plans() -> list[tuple[str, str, str, object]]:
     """(layout, calibrator, label, options) per row, most informative first."""
-    from edgeseg.quantize.pipeline import Int8Options
+    from edgeseg.quantize.ptq import Int8Options
 
     today = Int8Options(input_range=False, exact_clip=False, u8_search=False, bias_correction=False)
     default = Int8Options(input_range=True, exact_clip=True, u8_search=True, bias_correction=True)  # all on

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgeseg.export.onnx_export import export_onnx
     from edgeseg.models.checkpoint import load_checkpoint
     from edgeseg.quantize.calib_set import draw_calibration_set, iter_calibration_inputs
-    from edgeseg.quantize.pipeline import calibration_stats
+    from edgeseg.quantize.ptq import calibration_stats
     from edgeseg.quantize.qdq import activation_ranges, fp16_qdq_graph, quantize_qdq, upgrade_opset
 
     tmp = tempfile.TemporaryDirectory(prefix="edgeseg-mix-")

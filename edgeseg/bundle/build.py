@@ -145,7 +145,7 @@ def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> Buil
 def _build_int8(opts: BuildOptions, fp32: Path, pre, stage: Path, roles: dict[str, str],
                 log: Callable[[str], None]) -> dict[str, Any]:
     from edgeseg.quantize.calib_set import draw_calibration_set, iter_calibration_inputs
-    from edgeseg.quantize.pipeline import SENSITIVITY_IMAGES, build_int8, calibration_stats, int8_ranges, miou_evaluator
+    from edgeseg.quantize.ptq import SENSITIVITY_IMAGES, build_int8, calibration_stats, int8_ranges, miou_evaluator
 
     calib, warnings = draw_calibration_set(opts.data, opts.calib_split, opts.calib_count, pre)
     calib.save(stage / "calibration.json")

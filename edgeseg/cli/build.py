@@ -10,7 +10,7 @@ from edgeseg.bundle.build import BACKENDS
 from edgeseg.cli.group import main
 from edgeseg.cli.info import print_bundle_summary
 from edgeseg.cli.options import parse_size
-from edgeseg.quantize.calibrators import CALIBRATORS  # TODO(merge): CALIBRATOR_NAMES
+from edgeseg.quantize.calibrators import CALIBRATOR_NAMES
 
 DEMO_DATA = "synthetic"
 DEMO_MODEL = dict(model="deeplabv3plus_mobilenet_v2", width=0.35, epochs=8, batch_size=16, optimizer="adamw", lr=5e-3,
@@ -45,7 +45,7 @@ def _quick_checkpoint(out: Path, log) -> Path:
 @click.option("--input-size", default=None, help="Export HxW (default: the checkpoint's).")
 @click.option("--dynamic", type=click.Choice(["batch", "hw", "both"]), default=None)
 @click.option("--calib-count", default=64, show_default=True)
-@click.option("--calibrator", type=click.Choice(tuple(CALIBRATORS)), default="entropy",
+@click.option("--calibrator", type=click.Choice(CALIBRATOR_NAMES), default="entropy",
               show_default=True)
 @click.option("--max-miou-drop", type=float, default=None)
 @click.option("--val-limit", type=int, default=None, help="Evaluate on the first N val images only.")

@@ -9,6 +9,7 @@ import click
 from edgeseg.cli.group import main
 from edgeseg.cli.options import onnx_preprocessing
 from edgeseg.errors import EdgesegError
+from edgeseg.quantize.layouts import LAYOUT_NAMES
 
 
 @main.command("calibrate")
@@ -24,14 +25,14 @@ from edgeseg.errors import EdgesegError
 @click.option("--scale", type=float, default=None)
 @click.option("--compare", is_flag=True, help="Try every calibrator and report INT8 mIoU on --val-split.")
 @click.option("--val-split", default="val", show_default=True)
-@click.option("--layout", type=click.Choice(["cpu", "trt"]), default="cpu", show_default=True)  # TODO(merge): LAYOUT_NAMES
+@click.option("--layout", type=click.Choice(LAYOUT_NAMES), default="cpu", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace --out FILE.json even when it is not a calibration manifest.")
 def calibrate_cmd(onnx_path: Path, data: str, split: str, count: int, seed: int, out: Path, mean: str | None,
                   std: str | None, scale: float | None, compare: bool, val_split: str, layout: str,
                   overwrite: bool) -> None:
     """Draw a class-stratified calibration set, write its manifest and check it for sets that would ruin INT8."""
     from edgeseg.quantize.calib_set import draw_calibration_set, iter_calibration_inputs
-    from edgeseg.quantize.pipeline import calibration_stats, compare_calibrators, miou_evaluator
+    from edgeseg.quantize.ptq import calibration_stats, compare_calibrators, miou_evaluator
 
     pre = onnx_preprocessing(onnx_path, mean, std, scale)
     manifest, warnings = draw_calibration_set(data, split, count, pre, seed)

@@ -10,7 +10,8 @@ from edgeseg.backends.artifacts import PRECISIONS
 from edgeseg.cli.group import main
 from edgeseg.cli.options import onnx_preprocessing
 from edgeseg.errors import EdgesegError
-from edgeseg.quantize.calibrators import CALIBRATORS  # TODO(merge): CALIBRATOR_NAMES
+from edgeseg.quantize.calibrators import CALIBRATOR_NAMES
+from edgeseg.quantize.layouts import LAYOUT_NAMES
 
 QUANTIZE_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp32")  # what quantize writes from an FP32 ONNX
 
@@ -21,8 +22,8 @@ QUANTIZE_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp32")  # what quanti
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--calib", type=click.Path(path_type=Path), default=None, help="Calibration manifest (int8).")
 @click.option("--data", default=None, help="Dataset spec whose root holds the manifest's images (another machine).")
-@click.option("--layout", type=click.Choice(["cpu", "trt"]), default="cpu", show_default=True)  # TODO(merge): LAYOUT_NAMES
-@click.option("--calibrator", type=click.Choice(tuple(CALIBRATORS)), default="entropy",
+@click.option("--layout", type=click.Choice(LAYOUT_NAMES), default="cpu", show_default=True)
+@click.option("--calibrator", type=click.Choice(CALIBRATOR_NAMES), default="entropy",
               show_default=True)
 @click.option("--trt-cache", type=click.Path(path_type=Path), default=None, help="Also write a TensorRT calibration cache.")
 @click.option("--trt-version", default="8.6.1", show_default=True)
@@ -54,7 +55,7 @@ def quantize_cmd(onnx_path: Path, precision: str, out: Path, calib: Path | None,
         click.echo(f"fp16 model -> {out}")
         return
     from edgeseg.quantize.calib_set import iter_calibration_inputs, load_manifest
-    from edgeseg.quantize.pipeline import SENSITIVITY_IMAGES, Int8Options, build_int8, calibration_stats, miou_evaluator
+    from edgeseg.quantize.ptq import SENSITIVITY_IMAGES, Int8Options, build_int8, calibration_stats, miou_evaluator
 
     if calib is None:
         raise EdgesegError("--precision int8 needs --calib MANIFEST (make one with `edgeseg calibrate`)")

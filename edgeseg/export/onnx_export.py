@@ -20,7 +20,6 @@ dynamo exporter cannot produce opset 17 (it silently gives 18+, which TensorRT 8
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 import warnings
@@ -34,7 +33,7 @@ from torch import nn
 
 from edgeseg.errors import EdgesegError
 from edgeseg.export.fuse import BlockCost, FusionReport, Strategy, fuse_model
-from edgeseg.export.metadata import INPUT_NAME, LABELS_NAME, LOGITS_NAME, META_PREFIX
+from edgeseg.export.metadata import INPUT_NAME, LABELS_NAME, LOGITS_NAME, set_metadata
 from edgeseg.io_utils import atomic_path, ensure_parent
 
 DYNAMIC_MODES = ("batch", "hw", "both")
@@ -373,8 +372,6 @@ def _metadata(meta: dict[str, Any], num_classes: int, input_size: tuple[int, int
 
 def _write_metadata(model, meta: dict[str, Any], *, dynamic: Dynamic, profile: dict, opset: int, output: str,
                     fusion: FusionReport | None, parity: list[ParityResult]) -> None:
-    import onnx
-
     from edgeseg.version import __version__
 
     fields = {
@@ -390,9 +387,7 @@ def _write_metadata(model, meta: dict[str, Any], *, dynamic: Dynamic, profile: d
         "parity": [asdict(p) for p in parity],
         "exporter": f"torch.onnx.export(dynamo=False) torch {torch.__version__}, opset {opset}",
     }
-    del model.metadata_props[:]
-    for key, value in fields.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=META_PREFIX + key, value=json.dumps(value)))
+    set_metadata(model, fields, replace=True)
     model.producer_name = "edgeseg"
     model.producer_version = __version__
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.quantize.fake_quant import fake_quant_activation, fake_quant_weight
+from edgeseg.quantize.fake_quant import fake_quant_weight
+from edgeseg.quantize.layouts import QuantLayout, get_layout
 
 
 def _geometry(node) -> dict | None:
@@ -57,15 +58,10 @@ def _contract(weights: np.ndarray, taps: np.ndarray, group: int) -> np.ndarray:
     return np.einsum("gocij,gcij->go", w, taps).reshape(cout)
 
 
-def bias_shifts(model, activations: Iterable[dict[str, np.ndarray]], ranges: dict[str, tuple[float, float]],
-                layout: str, exclude: Iterable[str] = ()) -> dict[str, np.ndarray]:
-    """Bias shift per Conv node name (float32, one value per output channel) for ``layout``.
-
-    ``activations``: FP32 tensors by name, per image or in groups (at least every Conv input);
-    only Convs with an initializer weight, a calibrated input and explicit padding are corrected."""
-    from onnx import numpy_helper
-
-    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+def _correctable_convs(model, weights: dict[str, np.ndarray], ranges: dict[str, tuple[float, float]],
+                       exclude: Iterable[str]) -> dict[str, tuple]:
+    """Conv name -> (node, geometry) for the Convs bias correction handles: an initializer 4-D weight, a
+    calibrated input, explicit padding, not excluded."""
     excluded = set(exclude)
     convs = {}
     for n in model.graph.node:
@@ -73,16 +69,22 @@ def bias_shifts(model, activations: Iterable[dict[str, np.ndarray]], ranges: dic
         if geo and n.input[1] in weights and weights[n.input[1]].ndim == 4 and n.input[0] in ranges \
                 and n.name not in excluded:
             convs[n.name] = (n, geo)
+    return convs
+
+
+def _tap_sums(convs: dict[str, tuple], weights: dict[str, np.ndarray], activations: Iterable[dict[str, np.ndarray]],
+              ranges: dict[str, tuple[float, float]], fake_quant) -> dict[str, list]:
+    """Conv name -> [sum of tap means of x, of x - xq, images seen], in one pass over ``activations``."""
     by_input: dict[str, list[str]] = {}
     for name, (n, _) in convs.items():
         by_input.setdefault(n.input[0], []).append(name)
-    sums = {name: [0.0, 0.0, 0] for name in convs}  # tap means of x, of x - xq, images
+    sums = {name: [0.0, 0.0, 0] for name in convs}
     for acts in activations:
         for tensor, names in by_input.items():
             if tensor not in acts:
                 continue
             x = acts[tensor]
-            error = x - fake_quant_activation(x, *ranges[tensor], layout)
+            error = x - fake_quant(x, *ranges[tensor])
             for name in names:
                 n, geo = convs[name]
                 kernel = weights[n.input[1]].shape[2:]
@@ -90,6 +92,20 @@ def bias_shifts(model, activations: Iterable[dict[str, np.ndarray]], ranges: dic
                 s[0] = s[0] + tap_means(x, kernel, geo)
                 s[1] = s[1] + tap_means(error, kernel, geo)
                 s[2] += 1
+    return sums
+
+
+def bias_shifts(model, activations: Iterable[dict[str, np.ndarray]], ranges: dict[str, tuple[float, float]],
+                layout: str | QuantLayout, exclude: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Bias shift per Conv node name (float32, one value per output channel) for ``layout``.
+
+    ``activations``: FP32 tensors by name, per image or in groups (at least every Conv input);
+    only Convs with an initializer weight, a calibrated input and explicit padding are corrected."""
+    from onnx import numpy_helper
+
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    convs = _correctable_convs(model, weights, ranges, exclude)
+    sums = _tap_sums(convs, weights, activations, ranges, get_layout(layout).fake_quant)
     shifts = {}
     for name, (n, geo) in convs.items():
         sum_x, sum_err, count = sums[name]

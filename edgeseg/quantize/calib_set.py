@@ -180,8 +180,8 @@ def _decode_rgb(data: bytes, name: Path) -> np.ndarray:
 def draw_calibration_set(spec: str, split: str, count: int, preprocessing: Preprocessing,
                          seed: int = 0) -> tuple[CalibrationManifest, list[str]]:
     """A calibration set from a dataset spec (class-stratified) or ``images:FOLDER`` (random), with the
-    calibration doctor's warnings from its first images."""
-    from edgeseg.quantize.doctor import DOCTOR_IMAGES, diagnose
+    warnings of the calibration-set checks (``calib_checks``) on its first images."""
+    from edgeseg.quantize.calib_checks import CHECKED_IMAGES, calibration_warnings
 
     if spec.startswith("images:"):
         manifest, num_classes, names = manifest_from_folder(spec.split(":", 1)[1], count, preprocessing, seed), None, None
@@ -189,8 +189,9 @@ def draw_calibration_set(spec: str, split: str, count: int, preprocessing: Prepr
         manifest = manifest_from_dataset(spec, split, count, preprocessing, seed)
         dataset = open_dataset(spec, split)
         num_classes, names = dataset.num_classes, dataset.classes
-    sample = (im for _, im in zip(range(DOCTOR_IMAGES), iter_manifest_images(manifest)))
-    return manifest, diagnose(sample, preprocessing, manifest.count, num_classes, manifest.classes_covered, names)
+    sample = (im for _, im in zip(range(CHECKED_IMAGES), iter_manifest_images(manifest)))
+    return manifest, calibration_warnings(sample, preprocessing, manifest.count, num_classes,
+                                          manifest.classes_covered, names)
 
 
 def load_manifest(path: str | Path) -> CalibrationManifest:

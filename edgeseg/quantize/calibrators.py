@@ -184,12 +184,13 @@ def mse_amax(hist: np.ndarray, bin_width: float, absmax: float, candidates: int 
     return float(min(absmax, best_amax))
 
 
-CALIBRATORS: dict[str, Callable[..., float]] = {
+CALIBRATORS: dict[str, Callable[..., float]] = {  # every calibrator choice (CLI, comparisons) reads this
     "minmax": minmax_amax,
     "percentile": percentile_amax,
     "entropy": entropy_amax,
     "mse": mse_amax,
 }
+CALIBRATOR_NAMES: tuple[str, ...] = tuple(CALIBRATORS)
 
 
 # searches that optimise the asymmetric U8 quantizer itself (the others' symmetric amax is clipped to
@@ -200,10 +201,16 @@ U8_CALIBRATORS: dict[str, Callable[..., tuple[float, float]]] = {
 }
 
 
-def compute_amax(method: str, hist: np.ndarray, bin_width: float, absmax: float) -> float:
+def check_calibrator(method: str) -> str:
+    """``method`` when it names a calibrator; one-line EdgesegError otherwise."""
     if method not in CALIBRATORS:
-        raise EdgesegError(f"unknown calibrator {method!r}: expected one of {', '.join(CALIBRATORS)}")
-    return CALIBRATORS[method](hist, bin_width, absmax)
+        raise EdgesegError(f"unknown calibrator {method!r}: expected one of {', '.join(CALIBRATOR_NAMES)}")
+    return method
+
+
+def compute_amax(method: str, hist: np.ndarray, bin_width: float, absmax: float) -> float:
+    """Symmetric threshold of one tensor's |x| histogram by calibrator ``method``."""
+    return CALIBRATORS[check_calibrator(method)](hist, bin_width, absmax)
 
 
 def compute_range_u8(method: str, stats) -> tuple[float, float]:

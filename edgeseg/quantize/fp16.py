@@ -8,7 +8,6 @@ keep_io_types and make the graph's inputs and outputs FP32 ourselves.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -18,13 +17,11 @@ FP32_OPS = ["Resize", "Upsample", "GlobalAveragePool", "ReduceMean", "ReduceSum"
             "Range", "Min", "Max"]
 
 
-def _fp32_io(model) -> None:
-    """Make every FP16 graph input and output FP32: inputs through a new Cast, outputs by retargeting
-    the converter's trailing Cast (Resize -> Cast to FP16) to FP32, or through a new Cast."""
+def _fp32_inputs(model) -> list:
+    """Make every FP16 graph input FP32, its consumers reading a new Cast to FP16; returns those Casts."""
     from onnx import TensorProto, helper
 
-    producers = {o: n for n in model.graph.node for o in n.output}
-    new_nodes = []
+    casts = []
     for inp in model.graph.input:
         if inp.type.tensor_type.elem_type != TensorProto.FLOAT16:
             continue
@@ -33,8 +30,17 @@ def _fp32_io(model) -> None:
             for k, name in enumerate(node.input):
                 if name == inp.name:
                     node.input[k] = half
-        new_nodes.append(helper.make_node("Cast", [inp.name], [half], to=TensorProto.FLOAT16, name=f"{inp.name}_to_fp16"))
+        casts.append(helper.make_node("Cast", [inp.name], [half], to=TensorProto.FLOAT16, name=f"{inp.name}_to_fp16"))
         inp.type.tensor_type.elem_type = TensorProto.FLOAT
+    return casts
+
+
+def _fp32_outputs(model) -> None:
+    """Make every FP16 graph output FP32: retarget the converter's trailing Cast (Resize -> Cast to FP16)
+    to FP32, or append a new Cast."""
+    from onnx import TensorProto, helper
+
+    producers = {o: n for n in model.graph.node for o in n.output}
     for out in model.graph.output:
         if out.type.tensor_type.elem_type != TensorProto.FLOAT16:
             continue
@@ -51,7 +57,13 @@ def _fp32_io(model) -> None:
             model.graph.node.append(helper.make_node("Cast", [half], [out.name], to=TensorProto.FLOAT,
                                                      name=f"{out.name}_to_fp32"))
         out.type.tensor_type.elem_type = TensorProto.FLOAT
-    for node in reversed(new_nodes):
+
+
+def _fp32_io(model) -> None:
+    """Make every FP16 graph input and output FP32 (input Casts go first in the graph)."""
+    casts = _fp32_inputs(model)
+    _fp32_outputs(model)
+    for node in reversed(casts):
         model.graph.node.insert(0, node)
 
 
@@ -60,6 +72,8 @@ def convert_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:
     import onnx
     from onnxconverter_common.float16 import convert_float_to_float16
 
+    from edgeseg.export.metadata import set_metadata
+
     model = onnx.load(str(fp32_path))
     with warnings.catch_warnings():  # "number truncated to 1e-07" for tiny weights: expected, not actionable
         warnings.simplefilter("ignore", UserWarning)
@@ -67,11 +81,7 @@ def convert_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:
     _fp32_io(half)
     del half.graph.value_info[:]  # the converter leaves stale FP32 declarations beside its Casts: re-infer
     half = onnx.shape_inference.infer_shapes(half)
-    meta = {p.key: p.value for p in half.metadata_props}
-    meta["edgeseg.precision"] = json.dumps("fp16")  # metadata values are JSON
-    del half.metadata_props[:]
-    for k, v in meta.items():
-        half.metadata_props.add(key=k, value=v)
+    set_metadata(half, {"precision": "fp16"})
     onnx.checker.check_model(half)
     with atomic_path(out_path) as tmp:
         onnx.save(half, str(tmp))

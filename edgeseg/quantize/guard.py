@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeseg.io_utils import atomic_path
+from edgeseg.quantize.layouts import QuantLayout, get_layout
 from edgeseg.quantize.qdq import quantize_qdq
 from edgeseg.quantize.sensitivity import LayerSensitivity
 
@@ -29,17 +30,24 @@ class GuardReport:
     latency_ms: dict[str, float] = field(default_factory=dict)  # {"int8": ..., "mixed": ...}
 
 
+def _exclusion_counts(layers: int) -> list[int]:
+    """How many of the ranked layers each try keeps in float: 0, 1, 2, 4, 8 ... up to all ``layers``."""
+    counts = [0]
+    while counts[-1] < layers:
+        counts.append(min(layers, max(1, counts[-1] * 2)))
+    return counts
+
+
 def quantize_with_guard(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, tuple[float, float]],
-                        layout: str, miou_of: Callable[[Path], float], max_drop: float,
+                        layout: str | QuantLayout, miou_of: Callable[[Path], float], max_drop: float,
                         ranking: list[LayerSensitivity], fp32_miou: float | None = None,
                         latency_of: Callable[[Path], float] | None = None,
                         bias_shifts: dict | None = None) -> GuardReport:
     """Write to ``out_path`` the INT8 model with the fewest high-precision layers whose mIoU drop
     (``miou_of(fp32) - miou_of(candidate)``) is <= ``max_drop``; or the last try if none fits."""
+    layout = get_layout(layout)
     fp32_miou = miou_of(Path(fp32_path)) if fp32_miou is None else fp32_miou
-    counts = [0]
-    while counts[-1] < len(ranking):
-        counts.append(min(len(ranking), max(1, counts[-1] * 2)))
+    counts = _exclusion_counts(len(ranking))
     with tempfile.TemporaryDirectory(prefix="edgeseg-guard-") as tmp:
         report = None
         for k in counts:

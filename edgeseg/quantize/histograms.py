@@ -151,59 +151,68 @@ def _nbytes(vi) -> int | None:
     return int(np.prod(dims, dtype=np.int64)) * itemsize
 
 
-def _cut(model, names: list[str], input_shape: tuple[int, ...], max_exposed_mb: float | None) -> list[_Piece]:
-    """Consecutive node runs whose exposed tensors total <= ``max_exposed_mb`` (a single node may exceed
-    it); one piece (the whole graph) when ``max_exposed_mb`` is None."""
-    import onnx
-
-    infos = _value_infos(model, input_shape)
+def _runs(model, names: list[str], infos: dict, max_exposed_mb: float | None) -> list[list]:
+    """The graph's nodes in consecutive runs whose exposed tensors (those of ``names``) total <=
+    ``max_exposed_mb`` (a single node may exceed it); one run when ``max_exposed_mb`` is None."""
     sizes = {n: _nbytes(infos.get(n)) for n in names}
     known = [s for s in sizes.values() if s is not None]
     fallback = max(known) if known else 0  # a tensor of unknown shape counts as the largest known one
     budget = np.inf if max_exposed_mb is None else max_exposed_mb * 2 ** 20
-    wanted = set(names)
     runs: list[list] = [[]]
     used = 0.0
     for node in model.graph.node:
-        cost = sum(sizes[o] if sizes[o] is not None else fallback for o in node.output if o in wanted)
+        cost = sum(sizes[o] if sizes[o] is not None else fallback for o in node.output if o in sizes)
         if runs[-1] and used + cost > budget:
             runs.append([])
             used = 0.0
         runs[-1].append(node)
         used += cost
+    return runs
+
+
+def _piece_model(model, run: list, k: int, inputs: list[str], outputs: list[str], infos: dict) -> bytes:
+    """Run ``k`` as a serialized model of its own: ``inputs`` typed (element type only: later images may
+    have another size), ``outputs`` untyped, the initializers it reads."""
+    import onnx
+
     initializers = {i.name: i for i in model.graph.initializer}
+    used_inits = [initializers[i] for i in dict.fromkeys(i for n in run for i in n.input) if i in initializers]
+
+    def info(name: str):
+        vi = infos.get(name)
+        if vi is None:
+            return onnx.helper.make_empty_tensor_value_info(name)
+        return onnx.helper.make_tensor_value_info(name, vi.type.tensor_type.elem_type, None)
+
+    graph = onnx.helper.make_graph(run, f"piece{k}", [info(i) for i in inputs],
+                                   [onnx.helper.make_empty_tensor_value_info(o) for o in outputs], used_inits)
+    piece_model = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    piece_model.functions.extend(model.functions)
+    return piece_model.SerializeToString()
+
+
+def _cut(model, names: list[str], input_shape: tuple[int, ...], max_exposed_mb: float | None) -> list[_Piece]:
+    """The graph as pieces to run in turn (see ``_runs``); a run nothing looks at or uses later is dropped."""
+    infos = _value_infos(model, input_shape)
+    runs = _runs(model, names, infos, max_exposed_mb)
+    initializers = {i.name for i in model.graph.initializer}
     graph_inputs = [i.name for i in model.graph.input if i.name not in initializers]
-    graph_outputs = {o.name for o in model.graph.output}
+    wanted = set(names)
     consumed_after: list[set[str]] = [set() for _ in runs]  # inputs needed by runs after run k
-    later: set[str] = set(graph_outputs)
+    later: set[str] = {o.name for o in model.graph.output}
     for k in range(len(runs) - 1, -1, -1):
         consumed_after[k] = set(later)
         later |= {i for n in runs[k] for i in n.input if i}
     pieces = []
     for k, run in enumerate(runs):
         produced = [o for n in run for o in n.output if o]
-        exposed = [o for o in produced if o in wanted]
-        if k == 0:
-            exposed = [i for i in graph_inputs if i in wanted] + exposed
+        exposed = ([i for i in graph_inputs if i in wanted] if k == 0 else []) + [o for o in produced if o in wanted]
         carried = [o for o in produced if o in consumed_after[k]]
         inputs = list(dict.fromkeys(i for n in run for i in n.input if i and i not in initializers
                                     and i not in produced))
-        used_inits = [initializers[i] for i in dict.fromkeys(i for n in run for i in n.input) if i in initializers]
-
-        def info(name: str):  # element type only: later images may have another size
-            vi = infos.get(name)
-            if vi is None:
-                return onnx.helper.make_empty_tensor_value_info(name)
-            return onnx.helper.make_tensor_value_info(name, vi.type.tensor_type.elem_type, None)
-
         outputs = [o for o in dict.fromkeys(exposed + carried) if o not in inputs]
-        if not outputs:
-            continue  # nothing from this run is looked at or used later
-        graph = onnx.helper.make_graph(run, f"piece{k}", [info(i) for i in inputs],
-                                       [onnx.helper.make_empty_tensor_value_info(o) for o in outputs], used_inits)
-        piece_model = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
-        piece_model.functions.extend(model.functions)
-        pieces.append(_Piece(piece_model.SerializeToString(), inputs, exposed, carried))
+        if outputs:
+            pieces.append(_Piece(_piece_model(model, run, k, inputs, outputs, infos), inputs, exposed, carried))
     return pieces
 
 
@@ -241,21 +250,6 @@ def iter_activation_groups(onnx_path: str | Path, inputs: Iterable[np.ndarray], 
                 del live[k]  # nothing later reads it: free it before the next piece runs
             yield index, group
             del group
-
-
-def iter_activations(onnx_path: str | Path, inputs: Iterable[np.ndarray], names: list[str] | None = None,
-                     threads: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """For each (1, 3, H, W) float32 input, every FP32 tensor of ``names`` at once (few images only:
-    this holds all activations of an image; statistics passes use ``iter_activation_groups``)."""
-    current, acts = None, {}
-    for index, group in iter_activation_groups(onnx_path, inputs, names, threads, max_exposed_mb=None):
-        if current is not None and index != current:
-            yield acts
-            acts = {}
-        current = index
-        acts.update(group)
-    if current is not None:
-        yield acts
 
 
 def collect_stats(onnx_path: str | Path, inputs: Iterable[np.ndarray], threads: int = 0,

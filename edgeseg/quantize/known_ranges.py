@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeseg.data.preprocess import Preprocessing
+from edgeseg.quantize.layouts import QuantLayout, get_layout
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,16 @@ def known_ranges(model, preprocessing: Preprocessing | None, exact_clip: bool = 
 
 
 def apply_known_ranges(ranges: dict[str, tuple[float, float]], known: dict[str, KnownRange],
-                       layout: str) -> dict[str, tuple[float, float]]:
-    """``ranges`` with exact known ranges substituted and bounds applied; ``trt`` ranges stay symmetric."""
+                       layout: str | QuantLayout) -> dict[str, tuple[float, float]]:
+    """``ranges`` with exact known ranges substituted and bounds applied; a layout with symmetric
+    activations keeps its ranges symmetric."""
+    symmetric = get_layout(layout).symmetric_activations
     out = dict(ranges)
     for name, k in known.items():
         if name not in out:
             continue
         lo, hi = (k.low, k.high) if k.exact else (max(out[name][0], k.low), min(out[name][1], k.high))
-        if layout == "trt":
+        if symmetric:
             if not k.exact:
                 continue  # symmetric (-amax, amax): a lower bound of 0 does not change amax
             amax = max(abs(lo), abs(hi))

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgeseg.quantize.fake_quant import fake_quant_activation, fake_quant_weight
+from edgeseg.quantize.fake_quant import fake_quant_weight
+from edgeseg.quantize.layouts import QuantLayout, get_layout
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,13 @@ def _conv(node, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> tor
 
 
 def rank_layers(model, activations: Iterable[dict[str, np.ndarray]], ranges: dict[str, tuple[float, float]],
-                layout: str) -> list[LayerSensitivity]:
+                layout: str | QuantLayout) -> list[LayerSensitivity]:
     """Conv/ConvTranspose nodes of the FP32 ``model`` from most to least sensitive.
 
     ``activations``: the FP32 tensors by name (every conv input), per calibration image or in groups."""
     from onnx import numpy_helper
 
+    fake_quant = get_layout(layout).fake_quant
     arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     weights = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
     convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose") and n.input[1] in weights
@@ -59,11 +61,9 @@ def rank_layers(model, activations: Iterable[dict[str, np.ndarray]], ranges: dic
                 if n.input[0] not in acts:
                     continue  # activations may come in groups (a part of the graph at a time)
                 x = acts[n.input[0]]
-                w = weights[n.input[1]]
                 b = weights.get(n.input[2]) if len(n.input) > 2 else None
-                y = _conv(n, torch.from_numpy(x), w, b)
-                yq = _conv(n, torch.from_numpy(fake_quant_activation(x, *ranges[n.input[0]], layout)),
-                           quantized[n.name], b)
+                y = _conv(n, torch.from_numpy(x), weights[n.input[1]], b)
+                yq = _conv(n, torch.from_numpy(fake_quant(x, *ranges[n.input[0]])), quantized[n.name], b)
                 signal[n.name] += float((y ** 2).sum())
                 noise[n.name] += float(((y - yq) ** 2).sum())
     out = [LayerSensitivity(n.name, n.op_type, 10 * np.log10(max(signal[n.name], 1e-30) / max(noise[n.name], 1e-30)))

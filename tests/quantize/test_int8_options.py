@@ -14,14 +14,18 @@ from torch import nn
 from _helpers import export_small
 from edgeseg.ort_session import make_session
 from edgeseg.data import Preprocessing
-from edgeseg.quantize.fake_quant import fake_quant_activation
 from edgeseg.quantize.histograms import TensorStats, collect_stats
 from edgeseg.quantize.known_ranges import input_range
-from edgeseg.quantize.pipeline import Int8Options, build_int8, int8_ranges
+from edgeseg.quantize.layouts import get_layout
+from edgeseg.quantize.ptq import Int8Options, build_int8, int8_ranges
 from edgeseg.quantize.qdq import activation_ranges
 
 PRE = Preprocessing()
 OFF = Int8Options(input_range=False, exact_clip=False, u8_search=False, bias_correction=False)
+
+
+def fake_quant_activation(x: np.ndarray, low: float, high: float, layout: str) -> np.ndarray:
+    return get_layout(layout).fake_quant(x, low, high)
 
 
 def _images(seed: int, n: int, low: int, high: int, size=(24, 32)) -> list[np.ndarray]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,11 @@ from edgeseg.quantize.calib_set import (iter_calibration_inputs, iter_manifest_i
                                         manifest_from_dataset)
 from edgeseg.quantize.fp16 import convert_fp16
 from edgeseg.quantize.guard import quantize_with_guard
-from edgeseg.quantize.histograms import cached_stats, collect_stats, iter_activation_groups, iter_activations
-from edgeseg.quantize.pipeline import calibration_stats
-from edgeseg.quantize.qdq import activation_ranges, fp16_qdq_graph, quantize_qdq, resizes_left_float
+from edgeseg.quantize.histograms import cached_stats, collect_stats, iter_activation_groups
+from edgeseg.quantize.ptq import calibration_stats
+from edgeseg.quantize.qdq import activation_ranges, fp16_qdq_graph, quantize_qdq
 from edgeseg.quantize.sensitivity import rank_layers
+from edgeseg.quantize.trt_placement import resizes_left_float
 
 SPEC = "synthetic:64x96"
 PRE = Preprocessing()
@@ -50,6 +52,19 @@ def fp32(tmp_path_factory) -> Path:
 def stats(fp32: Path):
     manifest = manifest_from_dataset(SPEC, "train", 6, PRE)
     return collect_stats(fp32, iter_calibration_inputs(manifest, PRE))
+
+
+def iter_activations(onnx_path: Path, inputs) -> Iterator[dict[str, np.ndarray]]:
+    """For each input, every FP32 activation at once (few small images only)."""
+    current, acts = None, {}
+    for index, group in iter_activation_groups(onnx_path, inputs, max_exposed_mb=None):
+        if current is not None and index != current:
+            yield acts
+            acts = {}
+        current = index
+        acts.update(group)
+    if current is not None:
+        yield acts
 
 
 def _consumers(model) -> dict[str, list]:
@@ -303,7 +318,7 @@ def test_cli_calibrate_and_quantize(fp32: Path, tmp_path: Path, monkeypatch) -> 
     res = runner.invoke(main, ["calibrate", "--onnx", str(fp32), "--data", SPEC, "--count", "4",
                                "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    assert "only 4 calibration images" in res.output  # the doctor speaks
+    assert "only 4 calibration images" in res.output  # the calibration-set checks speak
     manifest = next(tmp_path.glob("synthetic-train-4-*.json"))
     res = runner.invoke(main, ["quantize", "--onnx", str(fp32), "--precision", "int8", "--calib", str(manifest),
                                "--layout", "trt", "--trt-cache", str(tmp_path / "calib.cache"),
@@ -332,16 +347,16 @@ def test_cli_calibrate_and_quantize(fp32: Path, tmp_path: Path, monkeypatch) -> 
         assert not (tmp_path / "x.cache").exists() and not (tmp_path / "m4.onnx").exists()
 
 
-def test_doctor_flags_unnormalised_inputs_and_missing_classes() -> None:
-    from edgeseg.quantize.doctor import diagnose
+def test_calib_checks_flag_unnormalised_inputs_and_missing_classes() -> None:
+    from edgeseg.quantize.calib_checks import calibration_warnings
 
     frames = [np.full((32, 32, 3), 200, np.uint8)] * 2
     raw = Preprocessing(scale=1.0)  # forgot the /255
-    warnings = diagnose(frames, raw, 100, 4, [0, 1, 2], ["a", "b", "c", "d"])
+    warnings = calibration_warnings(frames, raw, 100, 4, [0, 1, 2], ["a", "b", "c", "d"])
     assert any("0-255 vs 0-1" in w for w in warnings)
     assert any("missing from the calibration set: d" in w for w in warnings)
-    assert diagnose([np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)], PRE, 100, 4,
-                    [0, 1, 2, 3]) == []
+    assert calibration_warnings([np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)], PRE, 100,
+                                4, [0, 1, 2, 3]) == []
 
 
 def test_fp16_scales_for_strongly_typed_tensorrt(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""Precision builds from an FP32 ONNX: calibration statistics -> INT8 Q/DQ (+ guard, + TensorRT
-cache) or FP16. One function per job; the CLI only parses and prints."""
+"""Post-training quantization of an FP32 ONNX: calibration statistics -> ranges -> INT8 Q/DQ in a layout
+(+ bias correction, + accuracy guard, + TensorRT cache). One function per job; the CLI only parses and prints."""
 from __future__ import annotations
 
 import os
@@ -15,12 +15,13 @@ from edgeseg.data.preprocess import Preprocessing
 from edgeseg.data.spec import open_dataset
 from edgeseg.errors import EdgesegError
 from edgeseg.quantize.calib_set import CalibrationManifest, current_images_sha256, iter_calibration_inputs
-from edgeseg.quantize.calibrators import CALIBRATORS
+from edgeseg.quantize.calibrators import CALIBRATOR_NAMES, check_calibrator
 from edgeseg.quantize.guard import GuardReport, quantize_with_guard
 from edgeseg.quantize.histograms import TensorStats, cached_stats, iter_activation_groups
 from edgeseg.quantize.known_ranges import apply_known_ranges, known_ranges
+from edgeseg.quantize.layouts import TRT, QuantLayout, get_layout
 from edgeseg.quantize.qdq import activation_ranges, quantize_qdq
-from edgeseg.quantize.sensitivity import rank_layers
+from edgeseg.quantize.sensitivity import LayerSensitivity, rank_layers
 from edgeseg.quantize.trt_cache import algorithm_of, trt_version_code, write_calibration_cache
 from edgeseg.train.evaluate import evaluate
 
@@ -34,12 +35,12 @@ class Int8Options:
 
     input_range: bool = True  # the network input's range from the preprocessing, not calibrated
     exact_clip: bool = True  # Clip / ReLU6 outputs quantized over their clip interval ([0, 6])
-    u8_search: bool = False  # cpu layout: entropy / MSE search the asymmetric U8 quantizer (measured: no gain)
+    u8_search: bool = False  # U8 (cpu) layout: entropy / MSE search the asymmetric U8 quantizer (measured: no gain)
     bias_correction: bool = True  # shift quantized Convs' biases to the FP32 output means
     bias_correction_images: int = 32  # calibration images for the bias correction pass
 
 
-def int8_ranges(onnx_path: str | Path, stats: dict[str, TensorStats], calibrator: str, layout: str,
+def int8_ranges(onnx_path: str | Path, stats: dict[str, TensorStats], calibrator: str, layout: str | QuantLayout,
                 preprocessing: Preprocessing | None, options: Int8Options = Int8Options()
                 ) -> dict[str, tuple[float, float]]:
     """The (low, high) each activation is quantized over: calibrated, then known ranges applied."""
@@ -48,13 +49,14 @@ def int8_ranges(onnx_path: str | Path, stats: dict[str, TensorStats], calibrator
     if options.input_range and preprocessing is None:
         raise EdgesegError(f"{onnx_path} records no preprocessing, so the input range is unknown; re-export it with "
                            "edgeseg export or pass --mean/--std")
+    layout = get_layout(layout)
     ranges = activation_ranges(stats, calibrator, layout, u8_search=options.u8_search)
     model = onnx.load(str(onnx_path), load_external_data=False)
     known = known_ranges(model, preprocessing if options.input_range else None, exact_clip=options.exact_clip)
     return apply_known_ranges(ranges, known, layout)
 
 
-def bias_correction_shifts(onnx_path: str | Path, ranges: dict[str, tuple[float, float]], layout: str,
+def bias_correction_shifts(onnx_path: str | Path, ranges: dict[str, tuple[float, float]], layout: QuantLayout,
                            inputs: Iterable[np.ndarray], images: int) -> dict[str, np.ndarray]:
     """Per-Conv bias shifts for ``layout`` from the first ``images`` of ``inputs`` (one bounded-memory pass)."""
     import onnx
@@ -111,10 +113,10 @@ class Int8Report:
     ranked_layers: list[tuple[str, float]] = field(default_factory=list)
 
 
-def build_int8(onnx_path: str | Path, out: str | Path, stats: dict[str, TensorStats], *, layout: str = "cpu",
-               calibrator: str = "entropy", stats_cache_hit: bool = False, trt_cache: str | Path | None = None,
-               trt_version: str = "8.6.1", max_miou_drop: float | None = None, miou_of=None,
-               sensitivity_inputs=None, latency_shape: tuple[int, ...] | None = None,
+def build_int8(onnx_path: str | Path, out: str | Path, stats: dict[str, TensorStats], *,
+               layout: str | QuantLayout = "cpu", calibrator: str = "entropy", stats_cache_hit: bool = False,
+               trt_cache: str | Path | None = None, trt_version: str = "8.6.1", max_miou_drop: float | None = None,
+               miou_of=None, sensitivity_inputs=None, latency_shape: tuple[int, ...] | None = None,
                fp16_scales: bool = False, preprocessing: Preprocessing | None = None,
                options: Int8Options = Int8Options(),
                calib_inputs: Callable[[], Iterable[np.ndarray]] | None = None) -> Int8Report:
@@ -123,22 +125,18 @@ def build_int8(onnx_path: str | Path, out: str | Path, stats: dict[str, TensorSt
 
     ``preprocessing``: the model's (default: read from its metadata), for the input range.
     ``calib_inputs``: returns a fresh iterator over the calibration inputs (bias correction)."""
-    if calibrator not in CALIBRATORS:
-        raise EdgesegError(f"unknown calibrator {calibrator!r}: expected one of {', '.join(CALIBRATORS)}")
-    if trt_cache is not None:
-        algorithm_of(calibrator)  # refuse percentile / mse before any work: TensorRT cannot replay them
-        trt_version_code(trt_version)  # refuse 11.x: no implicit INT8
+    layout = get_layout(layout)
+    _refuse_early(calibrator, trt_cache, trt_version)
     if preprocessing is None:
         from edgeseg.export.metadata import read_preprocessing
 
         preprocessing = read_preprocessing(onnx_path)
     ranges = int8_ranges(onnx_path, stats, calibrator, layout, preprocessing, options)
-    report = Int8Report(Path(out), layout, calibrator, stats_cache_hit, options)
+    report = Int8Report(Path(out), layout.name, calibrator, stats_cache_hit, options)
     if trt_cache is not None:
-        trt_ranges = ranges if layout == "trt" else int8_ranges(onnx_path, stats, calibrator, "trt", preprocessing,
-                                                                options)
-        amax = {n: max(abs(lo), abs(hi)) for n, (lo, hi) in trt_ranges.items() if hi > lo}
-        report.trt_cache = write_calibration_cache(trt_cache, amax, trt_version, algorithm=calibrator)
+        trt_ranges = ranges if layout.symmetric_activations else int8_ranges(onnx_path, stats, calibrator, TRT,
+                                                                             preprocessing, options)
+        report.trt_cache = _write_trt_cache(trt_cache, trt_ranges, trt_version, calibrator)
     shifts = None
     if options.bias_correction:
         if calib_inputs is None:
@@ -150,11 +148,7 @@ def build_int8(onnx_path: str | Path, out: str | Path, stats: dict[str, TensorSt
         return report
     if miou_of is None or sensitivity_inputs is None:
         raise EdgesegError("--max-miou-drop needs held-out data to measure mIoU; pass --val-data SPEC")
-    import onnx
-
-    model = onnx.load(str(onnx_path))
-    groups = (g for _, g in iter_activation_groups(onnx_path, sensitivity_inputs))
-    ranking = rank_layers(model, groups, ranges, layout)
+    ranking = _ranking(onnx_path, sensitivity_inputs, ranges, layout)
     report.ranked_layers = [(r.node, round(r.sqnr_db, 2)) for r in ranking]
     latency_of = (lambda p: median_latency_ms(p, latency_shape)) if latency_shape else None
     report.guard = quantize_with_guard(onnx_path, out, ranges, layout, miou_of, max_miou_drop, ranking,
@@ -162,14 +156,41 @@ def build_int8(onnx_path: str | Path, out: str | Path, stats: dict[str, TensorSt
     return report
 
 
-def compare_calibrators(onnx_path: str | Path, stats: dict[str, TensorStats], layout: str, miou_of,
+def _refuse_early(calibrator: str, trt_cache: str | Path | None, trt_version: str) -> None:
+    """One-line EdgesegErrors before any work: an unknown calibrator; for a TensorRT cache, a calibrator
+    TensorRT cannot replay (percentile, mse) or a TensorRT without implicit INT8 (11.x)."""
+    check_calibrator(calibrator)
+    if trt_cache is not None:
+        algorithm_of(calibrator)
+        trt_version_code(trt_version)
+
+
+def _write_trt_cache(path: str | Path, symmetric_ranges: dict[str, tuple[float, float]], trt_version: str,
+                     calibrator: str) -> Path:
+    """TensorRT's implicit-INT8 cache from symmetric (-amax, amax) ranges (constant tensors left out)."""
+    amax = {n: max(abs(lo), abs(hi)) for n, (lo, hi) in symmetric_ranges.items() if hi > lo}
+    return write_calibration_cache(path, amax, trt_version, algorithm=calibrator)
+
+
+def _ranking(onnx_path: str | Path, sensitivity_inputs, ranges: dict[str, tuple[float, float]],
+             layout: QuantLayout) -> list[LayerSensitivity]:
+    """The Convs from most to least INT8-sensitive on ``sensitivity_inputs``."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    groups = (g for _, g in iter_activation_groups(onnx_path, sensitivity_inputs))
+    return rank_layers(model, groups, ranges, layout)
+
+
+def compare_calibrators(onnx_path: str | Path, stats: dict[str, TensorStats], layout: str | QuantLayout, miou_of,
                         workdir: str | Path, preprocessing: Preprocessing | None = None,
                         options: Int8Options = Int8Options(),
                         calib_inputs: Callable[[], Iterable[np.ndarray]] | None = None) -> list[dict]:
     """mIoU of the FP32 model and of the INT8 model from each calibrator (same statistics and options)."""
+    layout = get_layout(layout)
     rows = [{"calibrator": "fp32", "miou": miou_of(Path(onnx_path))}]
-    for name in CALIBRATORS:
-        path = Path(workdir) / f"int8-{layout}-{name}.onnx"
+    for name in CALIBRATOR_NAMES:
+        path = Path(workdir) / f"int8-{layout.name}-{name}.onnx"
         build_int8(onnx_path, path, stats, layout=layout, calibrator=name, preprocessing=preprocessing,
                    options=options, calib_inputs=calib_inputs)
         rows.append({"calibrator": name, "miou": miou_of(path), "path": str(path)})

@@ -1,0 +1,68 @@
+"""Q/DQ layouts: what differs between the INT8 models edgeseg writes for different runtimes.
+
+Every layout shares the statistics, the calibrators and the weights (S8, symmetric, per output
+channel); a ``QuantLayout`` holds the rest. The modules that quantize (``qdq``, ``known_ranges``,
+``bias_correction``, ``sensitivity``, ``ptq``) read its fields and never test its name, so a new
+layout is one object here (plus the placement code it genuinely needs).
+
+* ``cpu`` (ONNX Runtime's CPU provider, OpenVINO CPU): U8 asymmetric activations, quantized int32
+  biases, output Q/DQ: ONNX Runtime turns it into QLinearConv & co.
+* ``trt`` (TensorRT explicit quantization): S8 symmetric activations, ModelOpt's placement
+  (``trt_placement``), FP16 scales possible for strongly typed builds.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+from edgeseg.quantize.fake_quant import fake_quant_s8_symmetric, fake_quant_u8_asymmetric
+from edgeseg.quantize.trt_placement import feed_residual_identity_through_qdq, resizes_left_float, trt_quantizer_options
+
+
+def _no_float_nodes(model: Any) -> list[str]:
+    return []
+
+
+def _ort_defaults(op_types: list[str]) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True, eq=False)
+class QuantLayout:
+    """One Q/DQ layout. Callables take loaded ``onnx.ModelProto``s where they take a model."""
+
+    name: str  # the --layout value
+    runtimes: str  # who runs it (help and reports)
+    # True: S8 over (-amax, amax), zero point 0 (calibrated ranges stay symmetric); False: U8 over
+    # [low, high] with a zero point (ranges may be asymmetric)
+    symmetric_activations: bool
+    fake_quant: Callable[[np.ndarray, float, float], np.ndarray]  # (x, low, high) -> x as deployed
+    # model's op types -> ONNX Runtime quantize_static keywords beyond the shared ones (QDQ format,
+    # per-channel S8 symmetric weights, activation type and symmetry from the field above)
+    quantizer_options: Callable[[list[str]], dict[str, Any]] = _ort_defaults
+    float_nodes: Callable[[Any], list[str]] = _no_float_nodes  # FP32 model -> nodes its rules keep in float
+    post_passes: tuple[Callable[[Any], int], ...] = ()  # in-place rewrites of the quantized model (-> changes)
+    fp16_scales: bool = False  # may carry FP16 Q/DQ scales and FP16 compute (strongly typed TensorRT)
+
+
+CPU = QuantLayout("cpu", "ONNX Runtime / OpenVINO CPU", symmetric_activations=False,
+                  fake_quant=fake_quant_u8_asymmetric)
+TRT = QuantLayout("trt", "TensorRT", symmetric_activations=True, fake_quant=fake_quant_s8_symmetric,
+                  quantizer_options=trt_quantizer_options, float_nodes=resizes_left_float,
+                  post_passes=(feed_residual_identity_through_qdq,), fp16_scales=True)
+
+LAYOUTS: dict[str, QuantLayout] = {layout.name: layout for layout in (CPU, TRT)}
+LAYOUT_NAMES: tuple[str, ...] = tuple(LAYOUTS)
+
+
+def get_layout(layout: str | QuantLayout) -> QuantLayout:
+    """The layout named ``layout`` (a QuantLayout is returned as is); one-line EdgesegError for another name."""
+    if isinstance(layout, QuantLayout):
+        return layout
+    if layout not in LAYOUTS:
+        raise EdgesegError(f"--layout must be one of {', '.join(LAYOUT_NAMES)}, got {layout!r}")
+    return LAYOUTS[layout]
