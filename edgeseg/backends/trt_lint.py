@@ -35,7 +35,6 @@ from edgeseg.backends import trt_api
 from edgeseg.errors import EdgesegError
 
 Severity = Literal["error", "warning"]
-TRT_VERSIONS = trt_api.RELEASE_LINES
 
 # operators.md (TensorRT 8.5 GA), rows marked Y
 _OPS_85 = frozenset("""
@@ -390,4 +389,4 @@ def _dla_rules(model: Any, g: _Graph, version: str) -> list[Finding]:
     return out
 
 
-__all__ = ["TRT_VERSIONS", "Finding", "check_onnx"]
+__all__ = ["Finding", "check_onnx"]
