@@ -24,6 +24,7 @@ ROLE_FILES: dict[str, str] = {
 }
 CALIBRATION_MANIFEST = "calibration.json"  # the calibration set's manifest (relative paths + sha256)
 BUNDLE_MANIFEST = "manifest.json"  # classes, preprocessing, roles, sha256 of every file
+TIMING_CACHE = "timing.cache"  # TensorRT's timing cache, kept beside the engine: quicker rebuilds on the device
 
 
 def role_file(role: str) -> str:

@@ -1,12 +1,16 @@
 """The one backend registry: each backend declares its name, whether it can run here (and why not),
-which bundle files it runs, and how to build its runner. ``bench``, ``edgeseg.load``, ``infer`` and
-``build --backend`` ask this module; nothing else compares backend names.
+which bundle files it runs and how to build its runner, and, for a backend with artifacts of its own
+(an accelerator's compiled model), which roles it produces and the hook that builds them from the
+staged ONNX files (Polygraphy keeps loaders apart from runners). ``bench``, ``edgeseg.load``,
+``infer`` and ``build`` ask this module; nothing else compares backend names.
 
     for backend in BACKENDS.values(): backend.name, backend.unavailable(), backend.roles
     runner = make_runner(bundle, "openvino", "int8", RunnerOptions(threads=2, inference_precision="bf16"))
+    for backend in artifact_builders(): manifest[backend.record] = backend.build_artifacts(request)
 
 A bundle here is anything with ``root``, ``manifest``, ``precision`` and ``file(role)`` (the
-bundle stage's ``Bundle``; this stage sits below it). Runtimes are imported when a runner is built.
+bundle stage's ``Bundle``; this stage sits below it). Runtimes are imported when a runner is built,
+builders when their hook runs.
 """
 from __future__ import annotations
 
@@ -15,10 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgeseg.backends.artifacts import ONNX_ROLES
 from edgeseg.backends.base import Runner
 from edgeseg.errors import EdgesegError
-
-ONNX_ROLES = ("fp32", "fp16", "int8")  # bundle files holding an ONNX of that precision (int8: Q/DQ, cpu layout)
 
 
 class BundleFiles(Protocol):
@@ -49,6 +52,27 @@ class RunnerOptions:
 
 
 @dataclass(frozen=True)
+class ArtifactRequest:
+    """What a backend's ``build_artifacts`` hook gets: the staging folder of a bundle and what is staged there.
+
+    The hook writes its files into ``stage``, adds their roles to ``roles`` (role -> file name, as
+    ``artifacts.ROLE_FILES`` names them) and returns its manifest record. ``manifest``: the manifest so
+    far (precision, input shape bounds, calibration). ``workspace_gb``: the build's scratch-memory limit.
+    ``dla_core``: the DLA core to build for (TensorRT on a Jetson), None for the GPU. ``on_device``: True
+    for ``edgeseg build --from DIR`` (finishing a bundle built elsewhere: the hook may first adapt staged
+    files to this device's runtime, e.g. a calibration cache header)."""
+
+    stage: Path
+    roles: dict[str, str]
+    manifest: dict[str, Any]
+    precision: str
+    workspace_gb: float = 2.0
+    dla_core: int | None = None
+    on_device: bool = False
+    log: Callable[[str], None] = print
+
+
+@dataclass(frozen=True)
 class Backend:
     name: str  # what users type: --backend NAME, edgeseg.load(backend=NAME)
     title: str
@@ -64,6 +88,9 @@ class Backend:
     refusals: Callable[[BundleFiles], list[str]] = lambda bundle: []  # bundle-specific reasons it cannot run it
     refusal_message: Callable[[BundleFiles, list[str]], str] = lambda bundle, problems: "; ".join(problems)
     missing_file: str = "the bundle has no file for this backend"
+    produces: tuple[str, ...] = ()  # bundle roles it builds itself (an accelerator's compiled model)
+    record: str | None = None  # the manifest key of its build record (None in a bundle it did not build)
+    build_artifacts: Callable[[ArtifactRequest], dict[str, Any]] | None = None  # builds ``produces`` (see above)
 
 
 def precision_of(role: str, bundle: BundleFiles) -> str:
@@ -113,21 +140,27 @@ def _openvino_precisions(options: RunnerOptions) -> tuple[str | None, ...]:
 
 
 def _trt_missing() -> str | None:
-    from edgeseg.backends.tensorrt import tensorrt_available
+    from edgeseg.backends.trt_env import tensorrt_available
 
     return None if tensorrt_available() else "TensorRT or a CUDA GPU is not available on this machine"
 
 
 def _trt_runner(path: Path, bundle: BundleFiles, options: RunnerOptions) -> Runner:
-    from edgeseg.backends.tensorrt import TensorRTRunner
+    from edgeseg.backends.trt_runner import TensorRTRunner
 
     return TensorRTRunner(path, engine_info=bundle.manifest.get("engine"))
 
 
+def _trt_artifacts(request: ArtifactRequest) -> dict[str, Any]:
+    from edgeseg.backends.trt_engine import build_artifacts
+
+    return build_artifacts(request)
+
+
 def _engine_problems(bundle: BundleFiles) -> list[str]:
     """Why this machine cannot run the bundle's engine (other TensorRT version or GPU); [] when it can."""
-    from edgeseg.backends.tensorrt import runtime_info
     from edgeseg.backends.trt_api import engine_compatibility
+    from edgeseg.backends.trt_env import runtime_info
 
     return engine_compatibility(bundle.manifest["engine"], runtime_info())
 
@@ -156,7 +189,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             cpu_runtime=True, inference_precisions=_openvino_precisions),
     Backend("trt", "TensorRT", ("engine",), _trt_missing, _trt_runner, lambda b: "engine", accelerator=True,
             refusals=_engine_problems, refusal_message=_engine_message,
-            missing_file="the bundle has no TensorRT engine; on the device run `edgeseg build --from DIR --backend trt`"),
+            missing_file="the bundle has no TensorRT engine; on the device run `edgeseg build --from DIR --backend trt`",
+            produces=("engine",), record="engine", build_artifacts=_trt_artifacts),
 )}
 
 
@@ -183,6 +217,11 @@ def fallback_backend() -> Backend:
 
 def accelerators() -> list[Backend]:
     return [b for b in BACKENDS.values() if b.accelerator]
+
+
+def artifact_builders() -> list[Backend]:
+    """The backends that build bundle artifacts of their own (``produces``), in registry order."""
+    return [b for b in BACKENDS.values() if b.build_artifacts is not None]
 
 
 def cannot_run(bundle: BundleFiles, name: str, role: str | None = None) -> str | None:

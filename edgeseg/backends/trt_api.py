@@ -1,9 +1,13 @@
-"""TensorRT version-specific decisions, as small pure functions.
+"""TensorRT version facts and version-specific decisions, as small pure functions.
 
-Every function takes the ``tensorrt`` module (or a fake of it in tests) and/or a version string
-and returns plain values, so each branch can be unit-tested without TensorRT and read against
-../shared/docs/tensorrt-notes.md, whose source ids ([S1] etc.) the comments cite. Nothing here
-imports tensorrt, pycuda or a GPU library; ``edgeseg.backends.tensorrt`` does the calls.
+This is the one module that knows TensorRT versions: it parses them (``version_tuple``), names the
+release lines edgeseg supports (``release_line``), says where DLA exists (``dla_support``), whether
+implicit INT8 exists (``has_implicit_int8``), which bundle ONNX an engine is built from
+(``engine_source``) and how each version is driven. Every function takes the ``tensorrt`` module (or
+a fake of it in tests) and/or a version string and returns plain values, so each branch can be
+unit-tested without TensorRT and read against ../shared/docs/tensorrt-notes.md, whose source ids
+([S1] etc.) the comments cite. Nothing here imports tensorrt, pycuda or a GPU library;
+``trt_engine`` (build) and ``trt_runner`` (run) make the calls.
 
 Supported: building with TensorRT 8.6, 10.x and 11.x (12+ is treated like 11: strongly typed
 only); running plans with 8.5+ (8.5 has every runtime call used [S1]).
@@ -13,15 +17,15 @@ from __future__ import annotations
 import platform
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from edgeseg.backends.artifacts import PRECISIONS, ROLE_FILES, role_file
 from edgeseg.errors import EdgesegError
 
-PRECISIONS = ("fp32", "fp16", "int8")
 HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
 REBUILD = "edgeseg build --from {dir} --backend trt"
 Shape = tuple[int, int, int, int]
@@ -53,27 +57,68 @@ def trt_major(version: str) -> int:
     return version_tuple(version)[0]
 
 
-def _at_least(version: str, *minimum: int) -> bool:
+def _padded(version: str, width: int = 3) -> tuple[int, ...]:
+    """'10' -> (10, 0, 0): a version as the first release it names."""
     v = version_tuple(version)
-    return v + (0,) * (len(minimum) - len(v)) >= minimum
+    return v + (0,) * (width - len(v))
+
+
+def _at_least(version: str, *minimum: int) -> bool:
+    return _padded(version, len(minimum)) >= minimum
+
+
+RELEASE_LINES = ("8.6", "10", "11")  # what `edgeseg check --trt` names: 8.6 = JetPack 6.0, 10 = 10.0-10.3, 11 = 11.x
+
+
+def release_line(version: str) -> str:
+    """The release line of a version: '8.6', '8.6.1' -> '8.6'; '10', '10.3' -> '10'; '11.4' (and 12+) -> '11'."""
+    major, minor = _padded(version, 2)[:2]
+    if (major, minor) == (8, 6):
+        return "8.6"
+    if major >= 10:
+        return "10" if major == 10 else "11"
+    raise EdgesegError(f"unsupported TensorRT version {version!r}: expected one of {', '.join(RELEASE_LINES)} "
+                       "(8.6 = JetPack 6.0, 10 = 10.0-10.3 / JetPack 6.1, 11 = 11.x)")
+
+
+# ----------------------------------------------------------------------------- DLA
+# Where DLA exists, per release and platform. From NVIDIA's TensorRT documentation ("Working with DLA"
+# of 11.3.0, 11.4.0 and 11.4.1; release notes 11.4.0 / 11.4.1): 10.7 was the last 10.x release with DLA,
+# 11.0-11.3 have none, 11.4.0 has it on Windows on ARM only (beta), 11.4.1 restores it on Jetson AGX Orin
+# with JetPack >= 7.2.2 and keeps Windows on ARM. The headers (../shared/third_party/tensorrt) and the
+# binding surfaces (tools/trt_surface) keep the whole DLA API in every release, so they cannot tell.
+# Before 11 DLA is a Jetson matter: ``builder.num_DLA_cores`` says whether this device has one.
+JETSON = ("linux", "aarch64")  # (sys.platform, machine) of a Jetson: the platform the lint assumes
+_ANY, _JETSON, _WINDOWS_ARM = "any", "Jetson AGX Orin (JetPack >= 7.2.2)", "Windows on ARM"
+_DLA_RELEASES = (  # (first release, last release, platforms with DLA)
+    ((8, 6, 0), (10, 7, 999), (_ANY,)),
+    ((11, 4, 0), (11, 4, 0), (_WINDOWS_ARM,)),
+    ((11, 4, 1), (999, 0, 0), (_JETSON, _WINDOWS_ARM)),
+)
+
+
+def _platform_of(system: str, machine: str) -> str:
+    arm = machine.lower() in ("arm64", "aarch64")
+    return _JETSON if system.startswith("linux") and arm else _WINDOWS_ARM if system == "win32" and arm else "other"
 
 
 def dla_support(version: str, system: str | None = None, machine: str | None = None) -> str | None:
-    """None when TensorRT ``version`` builds for DLA on this platform, else the reason (one phrase).
-
-    8.6 and 10.0-10.7 have DLA (Jetson AGX Orin / Orin NX); 10.7 was the last 10.x release with DLA,
-    and 11.x has DLA only on Windows on ARM (TensorRT 11.4 docs, "Working with DLA"). These facts are
-    from NVIDIA's documentation: every binding surface keeps Builder.num_DLA_cores, so the bindings
-    cannot tell (tools/trt_surface)."""
+    """None when TensorRT ``version`` builds for DLA on this platform (``sys.platform``, machine), else the
+    reason (one phrase). The table is ``_DLA_RELEASES``; a version given as a line ('11') is its first
+    release (11.0)."""
     system = sys.platform if system is None else system
-    machine = (platform.machine() if machine is None else machine).lower()
-    v = version_tuple(version)
-    if v[0] == 10 and v[:2] > (10, 7):
+    machine = platform.machine() if machine is None else machine
+    v = _padded(version)[:3]  # '11.4.0.106' is release 11.4.0
+    row = next((r for r in _DLA_RELEASES if r[0] <= v <= r[1]), None)
+    if row is None and v[0] == 10:
         return (f"TensorRT {version} has no DLA (10.7 was the last 10.x release with DLA; JetPack 6.1 ships "
                 "TensorRT 10.3)")
-    if v[0] >= 11 and not (system == "win32" and machine in ("arm64", "aarch64")):
-        return f"TensorRT {version} has DLA only on Windows on ARM (TensorRT 11.4 docs, 'Working with DLA')"
-    return None
+    if row is None:
+        return (f"TensorRT {version}: no DLA in 11.0-11.3 (11.4.0 has it on Windows on ARM only, 11.4.1+ on "
+                f"{_JETSON} and Windows on ARM)")
+    if _ANY in row[2] or _platform_of(system, machine) in row[2]:
+        return None
+    return f"TensorRT {version} has DLA only on {' and '.join(row[2])} (TensorRT docs, 'Working with DLA')"
 
 
 def require_build_support(version: str, *, dla: bool = False, system: str | None = None,
@@ -85,7 +130,7 @@ def require_build_support(version: str, *, dla: bool = False, system: str | None
     reason = dla_support(version, system, machine) if dla else None
     if reason:
         raise EdgesegError(f"--dla-core cannot be used: {reason}; drop --dla-core, or build on a Jetson with "
-                           "TensorRT 8.6-10.7 (JetPack 6.1: 10.3)")
+                           "TensorRT 8.6-10.7 (JetPack 6.1: 10.3) or 11.4.1+ (JetPack >= 7.2.2)")
 
 
 def require_dla_cores(dla_core: int, cores: int) -> None:
@@ -96,6 +141,26 @@ def require_dla_cores(dla_core: int, cores: int) -> None:
     if not 0 <= dla_core < cores:
         raise EdgesegError(f"DLA core {dla_core} asked for but this device has {cores} DLA core(s); pass --dla-core "
                            f"0{' or 1' if cores > 1 else ''}, or drop the option")
+
+
+# ----------------------------------------------------------------------------- which bundle ONNX an engine comes from
+
+def engine_role(precision: str, trt_version: str, available: Container[str] = ROLE_FILES) -> str:
+    """The bundle role (among ``available``; default: every role) TensorRT ``trt_version`` builds a ``precision``
+    engine from. FP32 / FP16: that precision's ONNX (FP16 from the FP16 ONNX on every version). INT8: the
+    FP32-scale Q/DQ graph, weakly typed with FP16|INT8 flags, on 8.6 / 10.x; the FP16-scale Q/DQ graph
+    (strongly typed INT8 + FP16) on 11.x, which has no precision flags. Either way unquantized layers run
+    FP16. A bundle lacking the role falls back to its FP32 ONNX (the build then says what is missing)."""
+    if precision != "int8":
+        return precision if precision in available else "fp32"
+    if trt_major(trt_version) >= 11 and "int8_trt_fp16" in available:
+        return "int8_trt_fp16"
+    return "int8_trt" if "int8_trt" in available else "fp32"
+
+
+def engine_source(roles: Mapping[str, str], precision: str, trt_version: str) -> str:
+    """The file name, in a bundle's ``roles``, that TensorRT ``trt_version`` builds a ``precision`` engine from."""
+    return roles[engine_role(precision, trt_version, roles)]
 
 
 # ----------------------------------------------------------------------------- precision
@@ -132,9 +197,6 @@ class PrecisionPlan:
         return f"{source} + " + ("fp16 (FP16 graph)" if self.fp16_qdq else "fp32")
 
 
-FP16_QDQ_GRAPH = "model.int8.trt16.onnx"  # the bundle's Q/DQ graph with FP16 scales (opset 19, TensorRT 10/11)
-
-
 def precision_plan(major: int, precision: str, onnx: str, *, strongly_typed: bool | None = None,
                    has_calibration_cache: bool = False, fp16_qdq: bool = False) -> PrecisionPlan:
     """Resolve and validate how ``precision`` is obtained from an ONNX carrying ``onnx`` precision.
@@ -154,7 +216,7 @@ def precision_plan(major: int, precision: str, onnx: str, *, strongly_typed: boo
     fp16_qdq = bool(fp16_qdq and onnx == "int8")
     if fp16_qdq and major < 10:
         raise EdgesegError(f"TensorRT {major}.x parses opset <= 17 and FP16-scale Q/DQ graphs need opset 19; build "
-                           "from the FP32-scale Q/DQ graph (model.int8.trt.onnx) instead")
+                           f"from the FP32-scale Q/DQ graph ({role_file('int8_trt')}) instead")
     explicit = strongly_typed is not None
     if strongly_typed is None:
         strongly_typed = major >= 11 or (major == 10 and (onnx == "fp16" or fp16_qdq))
@@ -165,13 +227,14 @@ def precision_plan(major: int, precision: str, onnx: str, *, strongly_typed: boo
         raise EdgesegError("TensorRT 11 networks are always strongly typed; drop strongly_typed=False")
     if major >= 11 and onnx == "int8" and not fp16_qdq and not explicit:
         raise EdgesegError(f"TensorRT 11 builds Q/DQ graphs strongly typed, so FP32 Q/DQ scales would run every "
-                           f"unquantized layer (Resize, head, Add/Concat) in FP32; build from the FP16-scale Q/DQ graph "
-                           f"({FP16_QDQ_GRAPH}, or `edgeseg quantize --layout trt --fp16-scales` on an opset >= 19 "
-                           "export), or pass strongly_typed=True to accept INT8 + FP32")
+                           "unquantized layer (Resize, head, Add/Concat) in FP32; build from the FP16-scale Q/DQ graph "
+                           f"({role_file('int8_trt_fp16')}, or `edgeseg quantize --layout trt --fp16-scales` on an "
+                           "opset >= 19 export), or pass strongly_typed=True to accept INT8 + FP32")
     implicit = precision == "int8" and onnx == "fp32"
     if implicit and major >= 11:
         raise EdgesegError("TensorRT 11 has no implicit INT8 calibration (no INT8 flag, no calibrators); build "
-                           f"from the Q/DQ ONNX ({FP16_QDQ_GRAPH}, quantized with --layout trt --fp16-scales) instead")
+                           f"from the Q/DQ ONNX ({role_file('int8_trt_fp16')}, quantized with --layout trt "
+                           "--fp16-scales) instead")
     if implicit and strongly_typed:
         raise EdgesegError("implicit INT8 (calibration cache) needs a weakly typed network; pass "
                            "strongly_typed=False or build from the Q/DQ ONNX")
@@ -437,8 +500,20 @@ def parser_errors(parser: Any, node_names: Sequence[str] | None = None) -> list[
 # ----------------------------------------------------------------------------- implicit INT8 (8.6 / 10.x)
 
 NO_IMPLICIT_INT8 = ("TensorRT {version} has no implicit INT8 calibration (no INT8 flag, no calibrators, no calibration "
-                    "cache since 11.0); build from the Q/DQ model instead (the bundle's " + FP16_QDQ_GRAPH + ", or "
-                    "`edgeseg quantize --layout trt --fp16-scales`)")
+                    "cache since 11.0); build from the Q/DQ model instead (the bundle's " + role_file("int8_trt_fp16")
+                    + ", or `edgeseg quantize --layout trt --fp16-scales`)")
+JETPACK_6_1_TRT = "10.3.0"  # the TensorRT JetPack 6.1 / 6.2 ship: the cache header when none is installed here
+
+
+def has_implicit_int8(version: str) -> bool:
+    """True for TensorRT 8.6 / 10.x (INT8 builder flag, calibrators, calibration caches); removed in 11.0."""
+    return trt_major(version) < 11
+
+
+def require_implicit_int8(version: str) -> None:
+    """EdgesegError naming the Q/DQ graph to build from when TensorRT ``version`` has no implicit INT8."""
+    if not has_implicit_int8(version):
+        raise EdgesegError(NO_IMPLICIT_INT8.format(version=version))
 
 
 def version_code(version: str) -> int:
@@ -454,8 +529,7 @@ def version_code(version: str) -> int:
 
 def calibration_cache_header(version: str, algorithm: str) -> str:
     """``TRT-<version code>-<Algorithm>``: the first line TensorRT ``version`` expects [S14]. 11.x refused."""
-    if trt_major(version) >= 11:
-        raise EdgesegError(NO_IMPLICIT_INT8.format(version=version))
+    require_implicit_int8(version)
     if algorithm not in _CALIBRATION_ALGORITHMS:
         raise EdgesegError(f"calibration cache algorithm must be one of {', '.join(_CALIBRATION_ALGORITHMS)}, got "
                            f"{algorithm!r}")
@@ -528,8 +602,10 @@ def is_default_stream(handle: int) -> bool:
     return int(handle) in DEFAULT_STREAM_HANDLES
 
 
-__all__ = ["FP16_QDQ_GRAPH", "HARDWARE_LEVELS", "NO_IMPLICIT_INT8", "PRECISIONS", "PrecisionPlan", "builder_flags",
-           "cache_calibrator", "calibration_algorithm", "calibration_cache_header", "dla_support", "is_default_stream",
-           "require_dla_cores", "retarget_calibration_cache", "version_code", "engine_compatibility", "hardware_level", "hardware_level_name",
-           "incompatibility_message", "network_flags", "numpy_dtype", "onnx_precision", "parser_errors", "precision_plan",
-           "profile_shapes", "require_build_support", "require_compatible", "trt_major", "version_tuple"]
+__all__ = ["HARDWARE_LEVELS", "JETPACK_6_1_TRT", "JETSON", "NO_IMPLICIT_INT8", "PRECISIONS", "PrecisionPlan",
+           "RELEASE_LINES", "builder_flags", "cache_calibrator", "calibration_algorithm", "calibration_cache_header",
+           "dla_support", "engine_compatibility", "engine_role", "engine_source", "has_implicit_int8",
+           "hardware_level", "hardware_level_name", "incompatibility_message", "is_default_stream", "network_flags",
+           "numpy_dtype", "onnx_precision", "parser_errors", "precision_plan", "profile_shapes", "release_line",
+           "require_build_support", "require_compatible", "require_dla_cores", "require_implicit_int8",
+           "retarget_calibration_cache", "trt_major", "version_code", "version_tuple"]

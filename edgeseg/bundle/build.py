@@ -2,12 +2,16 @@
 
     source (checkpoint | ONNX) -> model.onnx (fused, parity-checked, metadata)
       -> fp16: model.fp16.onnx | int8: calibration set -> statistics -> model.int8.onnx (cpu layout)
-         + model.int8.trt.onnx (TensorRT layout) + calibration.cache (TensorRT 8.6/10 implicit INT8)
-      -> model.engine (when TensorRT and a GPU are here) -> mIoU on the val split
-      -> runtime paths timed and scored (CPU runtimes available here, see edgeseg.bundle.runtimes) -> manifest.json
+         + model.int8.trt.onnx / model.int8.trt16.onnx (TensorRT layout) + calibration.cache (implicit INT8)
+      -> mIoU on the val split -> runtime paths timed and scored (CPU runtimes available here, see
+         edgeseg.bundle.runtimes)
+      -> each accelerator that can run here builds its artifacts (the registry's ``build_artifacts``
+         hook; TensorRT: model.engine) -> manifest.json
 
-Everything is written into a staging folder that replaces ``out`` only on success (edgeseg.out_dir:
-``out`` may be missing, empty or an earlier edgeseg bundle; anything else needs ``overwrite``).
+File names come from ``edgeseg.backends.artifacts``. Everything is written into a staging folder that
+replaces ``out`` only on success (edgeseg.out_dir: ``out`` may be missing, empty or an earlier edgeseg
+bundle; anything else needs ``overwrite``). ``finish_engine`` adds an accelerator's artifacts to a
+bundle built elsewhere (`edgeseg build --from DIR --backend trt`, on the device).
 """
 from __future__ import annotations
 
@@ -19,15 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.backends import registry
-from edgeseg.backends.tensorrt import tensorrt_available
-from edgeseg.backends.trt_api import FP16_QDQ_GRAPH  # the mixed INT8 + FP16 Q/DQ graph (TensorRT 11)
+from edgeseg.backends.artifacts import CALIBRATION_MANIFEST, PRECISIONS, role_file
 from edgeseg.bundle.manifest import Bundle, check_bundle_out, read_bundle, staging_dir, write_manifest
 from edgeseg.errors import EdgesegError
 
-PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", *(b for b in registry.backend_names() if not registry.get_backend(b).reference))
 LATENCY_RUNS = 20  # build-time latency figure: a quick median, not a benchmark (see edgeseg bench)
-VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
 @dataclass
@@ -47,8 +48,8 @@ class BuildOptions:
     val_split: str = "val"
     val_limit: int | None = None
     trt_version_for_cache: str = "8.6.1"
-    workspace_gb: float = 2.0
-    dla_core: int | None = None
+    workspace_gb: float = 2.0  # accelerator builds: scratch-memory limit
+    dla_core: int | None = None  # accelerator builds: the DLA core (TensorRT on a Jetson)
     overwrite: bool = False  # replace ``out`` even when it holds files that are not an edgeseg bundle's
     select_images: int = 16  # images of calib_split scoring each runtime path (never val_split: it reports)
     runtime_rounds: int = 20  # interleaved timing rounds per runtime path
@@ -75,19 +76,18 @@ def _export_checkpoint(opts: BuildOptions, stage: Path, log: Callable[[str], Non
         size = tuple(open_dataset(opts.data, opts.val_split)[0][0].shape[:2])
     pre = ckpt.preprocessing
     parity = parity_images_from_dataset(opts.data, opts.val_split, 4, pre, size) if opts.data else None
-    report = export_onnx(ckpt.build(), stage / VARIANT_FILES["fp32"], input_size=size, dynamic=opts.dynamic,
+    fp32 = stage / role_file("fp32")
+    report = export_onnx(ckpt.build(), fp32, input_size=size, dynamic=opts.dynamic,
                          metadata=ckpt.export_metadata(), parity_images=parity)
     if not report.ok:
         raise EdgesegError(f"the exported ONNX does not match the PyTorch model ({report.parity}); report this bug")
-    shutil.copyfile(opts.checkpoint, stage / "checkpoint.pt")
+    shutil.copyfile(opts.checkpoint, stage / role_file("checkpoint"))
     log(f"exported {ckpt.config.name} at {size[0]}x{size[1]} ({report.nodes} nodes, parity ok)")
-    return stage / VARIANT_FILES["fp32"], ckpt
+    return fp32, ckpt
 
 
-def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> BuildResult:
-    """Build the bundle described by ``opts`` into ``opts.out``."""
-    from edgeseg.export.metadata import read_onnx_metadata, read_preprocessing
-
+def _check_options(opts: BuildOptions) -> None:
+    """Refuse bad options before anything is written (an accelerator asked for where it cannot run, too)."""
     if opts.precision not in PRECISIONS:
         raise EdgesegError(f"--precision must be one of {', '.join(PRECISIONS)}, got {opts.precision!r}")
     if opts.backend not in BACKENDS:
@@ -105,6 +105,11 @@ def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> Buil
                                "--backend auto")
     if opts.precision == "int8" and opts.data is None:
         raise EdgesegError("--precision int8 needs --data SPEC for the calibration images")
+
+
+def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> BuildResult:
+    """Build the bundle described by ``opts`` into ``opts.out``."""
+    _check_options(opts)
     check_bundle_out(opts.out, opts.overwrite)
     t0 = time.time()
     notes: list[str] = []
@@ -112,43 +117,54 @@ def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> Buil
         if opts.checkpoint is not None:
             fp32, _ = _export_checkpoint(opts, stage, log)
         else:
-            fp32 = stage / VARIANT_FILES["fp32"]
+            fp32 = stage / role_file("fp32")
             shutil.copyfile(opts.onnx, fp32)
-        meta = read_onnx_metadata(fp32)
-        pre = read_preprocessing(fp32)
-        if pre is None or "classes" not in meta:
-            raise EdgesegError(f"{opts.onnx} lacks edgeseg metadata (preprocessing, classes); export it with "
-                               "`edgeseg export` so the bundle can stand on its own")
+        manifest, pre = _base_manifest(opts, fp32)
         roles: dict[str, str] = {"fp32": fp32.name}
-        if (stage / "checkpoint.pt").is_file():
-            roles["checkpoint"] = "checkpoint.pt"
-        manifest: dict[str, Any] = {
-            "model": meta.get("model"), "classes": meta["classes"], "palette": meta["palette"],
-            "preprocessing": pre.to_dict(), "precision": opts.precision, "input": {
-                "name": "input", "shape_bounds": meta.get("shape_bounds"), "dynamic": meta.get("dynamic")},
-            "output": meta.get("output", "logits"), "source": str(opts.checkpoint or opts.onnx)}
+        if (stage / role_file("checkpoint")).is_file():
+            roles["checkpoint"] = role_file("checkpoint")
         if opts.precision == "fp16":
             from edgeseg.quantize.fp16 import convert_fp16
 
-            roles["fp16"] = convert_fp16(fp32, stage / VARIANT_FILES["fp16"]).name
+            roles["fp16"] = convert_fp16(fp32, stage / role_file("fp16")).name
         elif opts.precision == "int8":
             manifest["calibration"] = _build_int8(opts, fp32, pre, stage, roles, log)
         manifest["metrics"] = _measure_miou(opts, stage, roles, pre, log)
         manifest["runtime"] = _measure_runtimes(opts, stage, dict(manifest, roles=roles), log)
-        manifest["engine"] = _maybe_engine(opts, stage, roles, manifest, notes, log)
+        manifest.update(_accelerator_artifacts(opts, stage, roles, manifest, notes, log))
         manifest["roles"] = roles
         manifest["build"] = {"seconds": round(time.time() - t0, 1)}
         manifest = write_manifest(stage, manifest)
     return BuildResult(Path(opts.out), manifest, time.time() - t0, notes)
 
 
+def _base_manifest(opts: BuildOptions, fp32: Path) -> tuple[dict[str, Any], Any]:
+    """(the manifest's model, classes, preprocessing, precision, input and source; the preprocessing), from
+    the FP32 ONNX's edgeseg metadata."""
+    from edgeseg.export.metadata import read_onnx_metadata, read_preprocessing
+
+    meta = read_onnx_metadata(fp32)
+    pre = read_preprocessing(fp32)
+    if pre is None or "classes" not in meta:
+        raise EdgesegError(f"{opts.onnx} lacks edgeseg metadata (preprocessing, classes); export it with "
+                           "`edgeseg export` so the bundle can stand on its own")
+    manifest: dict[str, Any] = {
+        "model": meta.get("model"), "classes": meta["classes"], "palette": meta["palette"],
+        "preprocessing": pre.to_dict(), "precision": opts.precision, "input": {
+            "name": "input", "shape_bounds": meta.get("shape_bounds"), "dynamic": meta.get("dynamic")},
+        "output": meta.get("output", "logits"), "source": str(opts.checkpoint or opts.onnx)}
+    return manifest, pre
+
+
 def _build_int8(opts: BuildOptions, fp32: Path, pre, stage: Path, roles: dict[str, str],
                 log: Callable[[str], None]) -> dict[str, Any]:
+    """The INT8 files (cpu-layout Q/DQ, trt-layout Q/DQ with FP32 and with FP16 scales, calibration cache)
+    into ``stage`` and ``roles``; returns the manifest's calibration record."""
     from edgeseg.quantize.calib_set import draw_calibration_set, iter_calibration_inputs
-    from edgeseg.quantize.ptq import SENSITIVITY_IMAGES, build_int8, calibration_stats, int8_ranges, miou_evaluator
+    from edgeseg.quantize.ptq import SENSITIVITY_IMAGES, build_int8, calibration_stats, miou_evaluator
 
     calib, warnings = draw_calibration_set(opts.data, opts.calib_split, opts.calib_count, pre)
-    calib.save(stage / "calibration.json")
+    calib.save(stage / CALIBRATION_MANIFEST)
     for warning in warnings:
         log(f"warning: {warning}")
     stats, hit = calibration_stats(fp32, calib, pre)
@@ -159,34 +175,42 @@ def _build_int8(opts: BuildOptions, fp32: Path, pre, stage: Path, roles: dict[st
                      miou_of=miou_evaluator(opts.data, opts.val_split, pre, opts.val_limit),
                      sensitivity_inputs=list(iter_calibration_inputs(calib, pre))[:SENSITIVITY_IMAGES])
     inputs = dict(preprocessing=pre, calib_inputs=lambda: iter_calibration_inputs(calib, pre))
-    report = build_int8(fp32, stage / VARIANT_FILES["int8"], stats, layout="cpu", calibrator=opts.calibrator,
+    report = build_int8(fp32, stage / role_file("int8"), stats, layout="cpu", calibrator=opts.calibrator,
                         stats_cache_hit=hit, **inputs, **guard)
-    roles["int8"] = VARIANT_FILES["int8"]
-    from edgeseg.quantize.qdq import fp16_qdq_graph
-    from edgeseg.quantize.trt_cache import ALGORITHMS
-
-    # TensorRT's implicit INT8 replays only entropy / minmax tables (its calibrator algorithms)
-    cache = stage / "calibration.cache" if opts.calibrator in ALGORITHMS else None
-    build_int8(fp32, stage / "model.int8.trt.onnx", stats, layout="trt", calibrator=opts.calibrator,
-               trt_cache=cache, trt_version=opts.trt_version_for_cache, **inputs)
-    roles["int8_trt"] = "model.int8.trt.onnx"
-    if cache is not None:
-        roles["calibration_cache"] = cache.name
-    else:
-        log(f"note: no calibration.cache: TensorRT has no {opts.calibrator} calibrator to replay it (entropy and "
-            "minmax only); the engine is built from the Q/DQ ONNX")
-    # INT8 + FP16 for strongly typed builds (TensorRT 11): FP16 scales and compute, opset 19
-    fp16_qdq_graph(fp32, stage / FP16_QDQ_GRAPH, int8_ranges(fp32, stats, opts.calibrator, "trt", pre))
-    roles["int8_trt_fp16"] = FP16_QDQ_GRAPH
-    info: dict[str, Any] = {"manifest": "calibration.json", "manifest_sha256": calib.sha256, "count": calib.count,
-                            "calibrator": opts.calibrator, "split": opts.calib_split,
-                            "trt_cache": cache.name if cache is not None else None}
+    roles["int8"] = role_file("int8")
+    cache = _build_int8_trt_layout(opts, fp32, pre, stage, roles, stats, inputs, log)
+    info: dict[str, Any] = {"manifest": CALIBRATION_MANIFEST, "manifest_sha256": calib.sha256, "count": calib.count,
+                            "calibrator": opts.calibrator, "split": opts.calib_split, "trt_cache": cache}
     if report.guard is not None:
         g = report.guard
         info["guard"] = {"max_drop": g.max_drop, "fp32_miou": g.fp32_miou, "int8_miou": g.int8_miou,
                          "final_miou": g.final_miou, "fits": g.fits, "kept_high_precision": g.excluded}
         log(f"guard: kept {len(g.excluded)} layers in float, mIoU {g.int8_miou:.2f} -> {g.final_miou:.2f}")
     return info
+
+
+def _build_int8_trt_layout(opts: BuildOptions, fp32: Path, pre, stage: Path, roles: dict[str, str], stats,
+                           inputs: dict[str, Any], log: Callable[[str], None]) -> str | None:
+    """The trt-layout Q/DQ graphs (FP32 scales; FP16 scales, opset 19, for strongly typed builds) and the
+    implicit-INT8 calibration cache; returns the cache's file name (None: the calibrator has no replayable
+    table)."""
+    from edgeseg.quantize.ptq import build_int8, int8_ranges
+    from edgeseg.quantize.qdq import fp16_qdq_graph
+    from edgeseg.quantize.trt_cache import ALGORITHMS
+
+    # the implicit-INT8 calibrators replay only entropy / minmax tables
+    cache = stage / role_file("calibration_cache") if opts.calibrator in ALGORITHMS else None
+    build_int8(fp32, stage / role_file("int8_trt"), stats, layout="trt", calibrator=opts.calibrator,
+               trt_cache=cache, trt_version=opts.trt_version_for_cache, **inputs)
+    roles["int8_trt"] = role_file("int8_trt")
+    if cache is not None:
+        roles["calibration_cache"] = cache.name
+    else:
+        log(f"note: no {role_file('calibration_cache')}: TensorRT has no {opts.calibrator} calibrator to replay it "
+            "(entropy and minmax only); the engine is built from the Q/DQ ONNX")
+    fp16_qdq_graph(fp32, stage / role_file("int8_trt_fp16"), int8_ranges(fp32, stats, opts.calibrator, "trt", pre))
+    roles["int8_trt_fp16"] = role_file("int8_trt_fp16")
+    return cache.name if cache is not None else None
 
 
 def _measure_miou(opts: BuildOptions, stage: Path, roles: dict[str, str], pre, log) -> dict[str, Any]:
@@ -235,74 +259,39 @@ def _measure_runtimes(opts: BuildOptions, stage: Path, manifest: dict[str, Any],
     return runtime
 
 
-def _maybe_engine(opts: BuildOptions, stage: Path, roles: dict[str, str], manifest: dict[str, Any],
-                  notes: list[str], log) -> dict[str, Any] | None:
-    wanted = opts.backend == "auto" or registry.get_backend(opts.backend).accelerator
-    if not wanted or not tensorrt_available():
-        if opts.backend == "auto":
-            notes.append("TensorRT or a GPU is not available here: the bundle holds the ONNX Runtime artifacts. "
-                         f"On the device run: edgeseg build --from {opts.out} --backend trt")
-        return None
-    return build_engine_into(stage, roles, manifest, opts.precision, opts.workspace_gb, opts.dla_core, log)
-
-
-def engine_source(roles: dict[str, str], precision: str, trt_version: str) -> str:
-    """The bundle file TensorRT ``trt_version`` builds ``precision`` from. INT8: the FP32-scale Q/DQ graph,
-    weakly typed with FP16|INT8 flags, on 8.6 / 10.x; the FP16-scale Q/DQ graph (strongly typed INT8 +
-    FP16) on 11.x, which has no precision flags. Either way unquantized layers run FP16."""
-    from edgeseg.backends import trt_api
-
-    if precision != "int8":
-        return roles.get(precision, roles["fp32"])
-    if trt_api.trt_major(trt_version) >= 11 and "int8_trt_fp16" in roles:
-        return roles["int8_trt_fp16"]
-    return roles.get("int8_trt", roles["fp32"])
-
-
-def build_engine_into(root: Path, roles: dict[str, str], manifest: dict[str, Any], precision: str,
-                      workspace_gb: float = 2.0, dla_core: int | None = None, log=print) -> dict[str, Any]:
-    """Build ``model.engine`` in ``root`` from the precision's ONNX (TensorRT layout for INT8); the record
-    says which typing and precision mix the engine was built with."""
-    from edgeseg.backends.tensorrt import build_engine, require
-
-    source = root / engine_source(roles, precision, require("tensorrt").__version__)
-    bounds = (manifest.get("input") or {}).get("shape_bounds") or None
-    info = build_engine(source, root / "model.engine", precision=precision,
-                        bounds=bounds.get("input") if bounds else None,
-                        workspace_bytes=int(workspace_gb * (1 << 30)), dla_core=dla_core,
-                        timing_cache_path=root / "timing.cache")
-    roles["engine"] = "model.engine"
-    log(f"TensorRT {info.trt_version} engine for compute capability {info.compute_capability} -> model.engine "
-        f"({info.typing}ly typed, {info.precision_mix})")
-    return dict(info.to_dict(), file="model.engine", source=source.name)
-
-
-def retarget_bundle_cache(root: Path, roles: dict[str, str], trt_version: str, log=print) -> str | None:
-    """Rewrite the bundle's calibration.cache first line for TensorRT ``trt_version`` (8.6 / 10.x), so
-    trtexec --calib, nvinfer or an implicit-INT8 build on this device replays it; 11.x has no implicit INT8:
-    the cache stays as written. Returns the new header."""
-    from edgeseg.backends import trt_api
-    from edgeseg.quantize.trt_cache import retarget_cache_file
-
-    if "calibration_cache" not in roles:
-        return None
-    if trt_api.trt_major(trt_version) >= 11:
-        log(f"TensorRT {trt_version} has no implicit INT8: calibration.cache is kept for TensorRT 8.6 / 10.x")
-        return None
-    path = root / roles["calibration_cache"]
-    header = retarget_cache_file(path, path, trt_version)
-    log(f"calibration.cache header for TensorRT {trt_version}: {header}")
-    return header
+def _accelerator_artifacts(opts: BuildOptions, stage: Path, roles: dict[str, str], manifest: dict[str, Any],
+                           notes: list[str], log: Callable[[str], None]) -> dict[str, Any]:
+    """Each accelerator's manifest record: built by its registry hook when it is asked for (``--backend auto``
+    or its name) and can run here, else None (with a note saying how to finish on the device)."""
+    records: dict[str, Any] = {}
+    for backend in registry.artifact_builders():
+        records[backend.record] = None
+        if opts.backend not in ("auto", backend.name):
+            continue
+        why = backend.unavailable()
+        if why:
+            notes.append(f"{why}: the bundle holds the ONNX files for the CPU runtimes. On the device run: "
+                         f"edgeseg build --from {opts.out} --backend {backend.name}")
+            continue
+        request = registry.ArtifactRequest(stage, roles, manifest, opts.precision, opts.workspace_gb,
+                                           opts.dla_core, log=log)
+        records[backend.record] = backend.build_artifacts(request)
+    return records
 
 
 def finish_engine(bundle_dir: Path, workspace_gb: float = 2.0, dla_core: int | None = None,
-                  log=print) -> BuildResult:
-    """`edgeseg build --from DIR --backend trt`: add the TensorRT engine to an existing bundle, on the device."""
+                  log: Callable[[str], None] = print, backend: str | None = None) -> BuildResult:
+    """`edgeseg build --from DIR --backend trt`: add an accelerator's artifacts (TensorRT: the engine) to an
+    existing bundle, on the device. ``backend``: the accelerator (default: every one that builds artifacts
+    and can run here; none is an EdgesegError naming what is missing)."""
     from edgeseg.bundle.manifest import verify_bundle
 
-    if not tensorrt_available():
-        raise EdgesegError("TensorRT and a CUDA GPU are needed to build the engine; run this on the device "
-                           "(pip install 'edgeseg[trt]')")
+    builders = [registry.get_backend(backend)] if backend else registry.artifact_builders()
+    usable = [b for b in builders if b.build_artifacts is not None and b.unavailable() is None]
+    if not usable:
+        why = "; ".join(f"{b.title}: {b.unavailable() or 'builds no artifacts'}" for b in builders)
+        raise EdgesegError(f"no accelerator can build its artifacts here ({why}); run this on the device, with "
+                           "the accelerator's runtime installed")
     t0 = time.time()
     bundle = read_bundle(bundle_dir)
     verify_bundle(bundle)
@@ -311,10 +300,10 @@ def finish_engine(bundle_dir: Path, workspace_gb: float = 2.0, dla_core: int | N
             shutil.copyfile(bundle.member(name), stage / name)
         manifest = dict(bundle.manifest)
         roles = dict(manifest["roles"])
-        from edgeseg.backends.tensorrt import require
-
-        retarget_bundle_cache(stage, roles, require("tensorrt").__version__, log)
-        manifest["engine"] = build_engine_into(stage, roles, manifest, bundle.precision, workspace_gb, dla_core, log)
+        for b in usable:
+            request = registry.ArtifactRequest(stage, roles, manifest, bundle.precision, workspace_gb, dla_core,
+                                               on_device=True, log=log)
+            manifest[b.record] = b.build_artifacts(request)
         manifest["roles"] = roles
         manifest = write_manifest(stage, manifest)
     return BuildResult(Path(bundle_dir), manifest, time.time() - t0)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeseg.backends.artifacts import BUNDLE_MANIFEST
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.errors import EdgesegError
 from edgeseg.io_utils import atomic_write_text, sha256_file
@@ -30,7 +31,7 @@ from edgeseg.version import __version__
 
 BUNDLE_FORMAT = "edgeseg.bundle"
 BUNDLE_VERSION = 1
-MANIFEST = "manifest.json"
+MANIFEST = BUNDLE_MANIFEST
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

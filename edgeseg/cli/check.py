@@ -20,7 +20,7 @@ def check_cmd(onnx_path: Path, trt_version: str, dla: bool, as_json: bool) -> No
     """Lint an ONNX file for the TensorRT parser on CPU; exit code 1 when errors are found."""
     from dataclasses import asdict
 
-    from edgeseg.export.trt_lint import check_onnx
+    from edgeseg.backends.trt_lint import check_onnx
 
     findings = check_onnx(onnx_path, trt_version, dla=dla)
     errors = sum(f.severity == "error" for f in findings)

@@ -74,8 +74,6 @@ def jetpack_release() -> str | None:
 
 def survey(report: Report) -> Environment:
     """Add one row per fact to ``report``; return what the engine checks need."""
-    from edgeseg.backends import trt_api
-
     env = Environment()
     with report.check("Python") as row:
         row.detail = f"{platform.python_version()} on {platform.system()} {platform.machine()}"
@@ -84,6 +82,23 @@ def survey(report: Report) -> Environment:
 
         cuda = torch.version.cuda or "none"
         row.detail = f"torch {torch.__version__}, CUDA build {cuda}, CUDA available: {torch.cuda.is_available()}"
+    _gpu_row(report, env)
+    _tensorrt_row(report, env)
+    _pycuda_row(report, env)
+    with report.check("ONNX Runtime") as row:
+        import onnxruntime as ort
+
+        row.detail = f"{ort.__version__}, providers {', '.join(ort.get_available_providers())}"
+    _dla_row(report, env)
+    with report.check("JetPack") as row:
+        release = jetpack_release()
+        if release is None:
+            raise Skip(f"not a Jetson (no {TEGRA_RELEASE})", "")
+        row.detail = release
+    return env
+
+
+def _gpu_row(report: Report, env: Environment) -> None:
     with report.check("GPU") as row:
         import torch
 
@@ -93,6 +108,11 @@ def survey(report: Report) -> Environment:
         major, minor = torch.cuda.get_device_capability(0)
         env.gpu, env.compute_capability = torch.cuda.get_device_name(0), f"{major}.{minor}"
         row.detail = f"{env.gpu}, compute capability {env.compute_capability}"
+
+
+def _tensorrt_row(report: Report, env: Environment) -> None:
+    from edgeseg.backends import trt_api
+
     with report.check("TensorRT") as row:
         try:
             env.trt = importlib.import_module("tensorrt")
@@ -101,6 +121,9 @@ def survey(report: Report) -> Environment:
         env.trt_version = str(env.trt.__version__)
         trt_api.require_build_support(env.trt_version)
         row.detail = env.trt_version
+
+
+def _pycuda_row(report: Report, env: Environment) -> None:
     with report.check("pycuda") as row:
         version = _version("pycuda")
         if version is None:
@@ -111,10 +134,12 @@ def survey(report: Report) -> Environment:
             raise Skip(f"pycuda {version} installed but pycuda.driver fails ({e})", "reinstall pycuda") from None
         env.pycuda = True
         row.detail = version
-    with report.check("ONNX Runtime") as row:
-        import onnxruntime as ort
 
-        row.detail = f"{ort.__version__}, providers {', '.join(ort.get_available_providers())}"
+
+def _dla_row(report: Report, env: Environment) -> None:
+    """DLA cores this device has, and whether its TensorRT builds for DLA here (``trt_api.dla_support``)."""
+    from edgeseg.backends import trt_api
+
     with report.check("DLA") as row:
         if env.trt is None or env.gpu is None:
             raise Skip("needs TensorRT and a GPU to count DLA cores", "")
@@ -124,9 +149,3 @@ def survey(report: Report) -> Environment:
         row.detail = f"{cores} DLA core(s); TensorRT {env.trt_version}: " + (support or "DLA supported")
         if cores == 0:
             raise Skip(row.detail, "DLA exists on Jetson AGX Orin / Orin NX only")
-    with report.check("JetPack") as row:
-        release = jetpack_release()
-        if release is None:
-            raise Skip(f"not a Jetson (no {TEGRA_RELEASE})", "")
-        row.detail = release
-    return env

@@ -283,7 +283,7 @@ def write_deepstream(bundle_dir: str | Path, out: str | Path, *, batch_size: int
     rewritten for ``trt_version``, the TensorRT of the DeepStream device) and a README with a gst-launch
     line into ``out``, replaced as a whole: a folder edgeseg deploy wrote (with the engines nvinfer saved
     there, which are stale for a new model) or an empty one; anything else only with ``overwrite``."""
-    from edgeseg.quantize.trt_cache import retarget_cache_file
+    from edgeseg.backends.trt_engine import retarget_cache_file
 
     out = check_target(Path(out), DS_CONFIG, DS_HEADER, _own_deepstream_entry, "--deepstream", overwrite)
     bundle = read_bundle(bundle_dir, check_hashes=verify)

@@ -28,6 +28,8 @@ from edgeseg.pipeline.deploy_io import (
 TRITON_TYPES = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 4: "TYPE_UINT16", 5: "TYPE_INT16", 6: "TYPE_INT32",
                 7: "TYPE_INT64", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64", 12: "TYPE_UINT32",
                 13: "TYPE_UINT64", 16: "TYPE_BF16"}  # onnx.TensorProto -> Triton DataType
+# Triton's default_model_filename per platform: the name the bundle's model gets in the version folder
+TRITON_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx"}
 
 
 def _triton_source(bundle: Bundle) -> tuple[str, Path, Path]:
@@ -86,7 +88,7 @@ def triton_config(bundle: Bundle, model_name: str) -> tuple[str, Path, str]:
     lines += _tensor_block("output", [(o.name, o.elem_type, strip(d)) for o, d in zip(outputs, out_dims)])
     if batched:
         lines.append("dynamic_batching { }")
-    return "\n".join(lines) + "\n", model_file, "model.plan" if platform == "tensorrt_plan" else "model.onnx"
+    return "\n".join(lines) + "\n", model_file, TRITON_FILES[platform]
 
 
 def triton_model_name(bundle: Bundle) -> str:
@@ -95,7 +97,7 @@ def triton_model_name(bundle: Bundle) -> str:
 
 
 TRITON_HEADER = "# Triton model for the edgeseg bundle"
-VERSION_FILES = ("model.onnx", "model.plan")
+VERSION_FILES = tuple(TRITON_FILES.values())
 
 
 def _own_triton_entry(path: Path) -> bool:

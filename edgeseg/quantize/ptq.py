@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.backends import trt_api
 from edgeseg.backends.onnxruntime import OrtRunner
 from edgeseg.ort_session import median_latency_ms
 from edgeseg.data.preprocess import Preprocessing
@@ -22,7 +23,7 @@ from edgeseg.quantize.known_ranges import apply_known_ranges, known_ranges
 from edgeseg.quantize.layouts import TRT, QuantLayout, get_layout
 from edgeseg.quantize.qdq import activation_ranges, quantize_qdq
 from edgeseg.quantize.sensitivity import LayerSensitivity, rank_layers
-from edgeseg.quantize.trt_cache import algorithm_of, trt_version_code, write_calibration_cache
+from edgeseg.quantize.trt_cache import algorithm_of, write_calibration_cache
 from edgeseg.train.evaluate import evaluate
 
 SENSITIVITY_IMAGES = 4
@@ -162,7 +163,7 @@ def _refuse_early(calibrator: str, trt_cache: str | Path | None, trt_version: st
     check_calibrator(calibrator)
     if trt_cache is not None:
         algorithm_of(calibrator)
-        trt_version_code(trt_version)
+        trt_api.require_implicit_int8(trt_version)
 
 
 def _write_trt_cache(path: str | Path, symmetric_ranges: dict[str, tuple[float, float]], trt_version: str,

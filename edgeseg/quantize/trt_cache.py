@@ -6,7 +6,8 @@ version code per release: 8.x MAJOR*1000+MINOR*100+PATCH, 10.x MAJOR*10000+MINOR
 ``trt_api.version_code``), then ``<tensor name>: <hex>`` per tensor, hex being the float32 bit
 pattern of amax / 127, lower case, no 0x. ``<Algorithm>`` names the calibrator that made the table;
 TensorRT replays it only through a calibrator of that algorithm. TensorRT 11 has no implicit INT8:
-use the Q/DQ ONNX there.
+use the Q/DQ ONNX there. Every TensorRT version fact (the version code, which versions have implicit
+INT8, the header) is ``edgeseg.backends.trt_api``'s.
 """
 from __future__ import annotations
 
@@ -15,17 +16,11 @@ from pathlib import Path
 
 from edgeseg.backends import trt_api
 from edgeseg.errors import EdgesegError
-from edgeseg.io_utils import atomic_path, atomic_write_text
+from edgeseg.io_utils import atomic_write_text
 
 # edgeseg calibrator -> the TensorRT calibration algorithm whose table it computes. Percentile and
 # MSE have no TensorRT algorithm, so no cache is written for them (the Q/DQ ONNX carries them).
 ALGORITHMS = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
-
-
-def trt_version_code(version: str) -> int:
-    """'8.6.1' -> 8601, '10.3.0' -> 100300; 11.x is refused (no implicit INT8)."""
-    trt_api.calibration_cache_header(version, ALGORITHMS["entropy"])  # refuses 11.x and garbage
-    return trt_api.version_code(version)
 
 
 def algorithm_of(calibrator: str) -> str:
@@ -56,11 +51,3 @@ def write_calibration_cache(path: str | Path, amax_by_tensor: dict[str, float], 
                             algorithm: str = "entropy") -> Path:
     atomic_write_text(path, calibration_cache_text(amax_by_tensor, trt_version, algorithm))
     return Path(path)
-
-
-def retarget_cache_file(src: str | Path, dst: str | Path, trt_version: str) -> str:
-    """Copy the cache ``src`` to ``dst`` with its first line rewritten for ``trt_version``; returns the header."""
-    data = trt_api.retarget_calibration_cache(Path(src).read_bytes(), trt_version)
-    with atomic_path(dst) as tmp:
-        tmp.write_bytes(data)
-    return data.split(b"\n", 1)[0].decode()

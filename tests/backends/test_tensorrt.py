@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from edgeseg.backends import trt_api
-from edgeseg.backends.tensorrt import EngineInfo, TensorRTRunner, build_engine, require, summarize_onnx
+from edgeseg.backends.trt_engine import EngineInfo, build_engine, summarize_onnx
+from edgeseg.backends.trt_env import require
+from edgeseg.backends.trt_runner import TensorRTRunner
 from edgeseg.errors import EdgesegError
 from edgeseg.quantize.trt_cache import calibration_cache_text
 
@@ -51,7 +53,7 @@ def test_version_tuple_rejects_garbage():
 
 
 @pytest.mark.parametrize("version,dla", [("8.6.1", False), ("8.6.1", True), ("10.3.0", True), ("10.7.0", True),
-                                         ("11.1.0", False), ("11.4.1", False)])
+                                         ("11.1.0", False), ("11.4.1", False), ("11.4.1", True)])
 def test_build_support_accepts(version, dla):
     trt_api.require_build_support(version, dla=dla, system="linux", machine="aarch64")
 
@@ -59,20 +61,47 @@ def test_build_support_accepts(version, dla):
 @pytest.mark.parametrize("version,dla,match", [("8.5.2", False, "8.6, 10.x or 11.x"), ("9.2.0", False, "8.6, 10.x"),
                                                ("10.8.0", True, "10.7 was the last 10.x release with DLA"),
                                                ("10.16.1", True, "no DLA"),
-                                               ("11.2.0", True, "DLA only on Windows on ARM"),
-                                               ("11.4.1", True, "DLA only on Windows on ARM")])
+                                               ("11.2.0", True, "no DLA in 11.0-11.3"),
+                                               ("11.4.0", True, "DLA only on Windows on ARM")])
 def test_build_support_refuses(version, dla, match):
-    """DLA per version (TensorRT docs): 10.7 was the last 10.x with DLA; 11.x has it on Windows on ARM only.
-    The old code allowed 10.8+ and 11.4+ on Linux and failed later at num_DLA_cores."""
+    """DLA per version (TensorRT docs, 'Working with DLA' of 11.3.0 / 11.4.0 / 11.4.1): 10.7 was the last 10.x
+    with DLA; 11.0-11.3 have none; 11.4.0 has it on Windows on ARM only; 11.4.1 restores it on Jetson AGX Orin
+    (JetPack >= 7.2.2). The old code allowed 10.8+ and 11.4+ on Linux and failed later at num_DLA_cores."""
     with pytest.raises(EdgesegError, match=match) as e:
         trt_api.require_build_support(version, dla=dla, system="linux", machine="aarch64")
     assert "\n" not in str(e.value) and "--dla-core" in str(e.value) or not dla
 
 
-def test_dla_on_11_is_for_windows_on_arm_only():
+def test_dla_on_11_is_for_windows_on_arm_and_from_11_4_1_jetson():
+    """Drift between two DLA tables: trt_api refused 11.4.1 on a Jetson ("Windows on ARM only", true of 11.4.0)
+    and allowed 11.0-11.3 on Windows on ARM; the lint warned for every 11.x. Both now read trt_api's one table."""
     trt_api.require_build_support("11.4.1", dla=True, system="win32", machine="ARM64")
+    trt_api.require_build_support("11.4.0.106", dla=True, system="win32", machine="ARM64")
+    assert trt_api.dla_support("11.4.1", *trt_api.JETSON) is None
     with pytest.raises(EdgesegError, match="Windows on ARM"):
         trt_api.require_build_support("11.4.1", dla=True, system="win32", machine="AMD64")
+    with pytest.raises(EdgesegError, match="no DLA in 11.0-11.3"):
+        trt_api.require_build_support("11.2.0", dla=True, system="win32", machine="ARM64")
+
+
+@pytest.mark.parametrize("version,line", [("8.6", "8.6"), ("8.6.1", "8.6"), ("10", "10"), ("10.3.0.26", "10"),
+                                          ("11.4", "11"), ("12.0", "11")])
+def test_release_line(version, line):
+    assert trt_api.release_line(version) == line
+
+
+@pytest.mark.parametrize("version", ["7.2", "8.5.2", "9.2", "latest"])
+def test_release_line_refuses(version):
+    with pytest.raises(EdgesegError, match="TensorRT version"):
+        trt_api.release_line(version)
+
+
+@pytest.mark.parametrize("version,implicit", [("8.6.1", True), ("10.16.1", True), ("11.0.0", False), ("12", False)])
+def test_implicit_int8_exists_before_11(version, implicit):
+    assert trt_api.has_implicit_int8(version) is implicit
+    if not implicit:
+        with pytest.raises(EdgesegError, match="no implicit INT8"):
+            trt_api.require_implicit_int8(version)
 
 
 @pytest.mark.parametrize("core,cores,match", [(0, 0, "this device has no DLA"), (2, 2, "has 2 DLA core"),
@@ -477,7 +506,7 @@ def test_summarize_onnx_reads_precision_names_and_bounds():
 
 def test_runner_refuses_an_engine_built_elsewhere_before_loading(monkeypatch, tmp_path):
     """The portability guard runs before deserialization, with every difference and the fix."""
-    import edgeseg.backends.tensorrt as backend
+    import edgeseg.backends.trt_env as backend
 
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"plan")
@@ -590,7 +619,7 @@ def test_fp16_engine_is_close_to_onnxruntime(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.tensorrt
 def test_built_engine_is_compatible_with_this_machine(tmp_path):
-    from edgeseg.backends.tensorrt import runtime_info
+    from edgeseg.backends.trt_env import runtime_info
 
     info = build_engine(_export(tmp_path / "m.onnx"), tmp_path / "m.engine")
     assert trt_api.engine_compatibility(info.to_dict(), runtime_info()) == []
@@ -630,7 +659,7 @@ def test_parser_errors_name_the_node(tmp_path):
 def fake_backend(monkeypatch, tmp_path):
     """Install fakes for TensorRT (10.3 by default) and pycuda; returns install(input_shape, profile,
     version, **fake options) -> (trt, cuda)."""
-    import edgeseg.backends.tensorrt as backend
+    import edgeseg.backends.trt_env as backend
 
     def install(input_shape, profile=None, version="10.3.0", **options):
         memory = Memory()
@@ -766,11 +795,11 @@ def test_version_compatible_plan_loads_without_engine_info(fake_backend, tmp_pat
 def test_each_tensorrt_warning_reaches_the_log_once(caplog):
     import logging
 
-    from edgeseg.backends.tensorrt import _logger
+    from edgeseg.backends.trt_env import make_logger
 
     trt = fake_trt("10.3.0")
-    logger = _logger(trt)
-    with caplog.at_level(logging.WARNING, logger="edgeseg.backends.tensorrt"):
+    logger = make_logger(trt)
+    with caplog.at_level(logging.WARNING, logger="edgeseg.backends.trt_env"):
         for _ in range(50):  # what TensorRT does per enqueueV3 on the default stream
             logger.log(trt.ILogger.Severity.WARNING, "Using default stream in enqueueV3() may lead to performance issues")
         logger.log(trt.ILogger.Severity.WARNING, "another warning")
@@ -917,7 +946,7 @@ def _code_trt_names() -> set[str]:
     import re
 
     root = Path(trt_api.__file__).resolve().parents[1]
-    files = [root / "backends" / "tensorrt.py", root / "backends" / "trt_api.py", *sorted((root / "doctor").glob("*.py"))]
+    files = [*sorted((root / "backends").glob("trt_*.py")), *sorted((root / "doctor").glob("*.py"))]
     names = set()
     for path in files:
         text = path.read_text()

@@ -169,12 +169,12 @@ def test_int8_bundle_builds_for_unet(tmp_path: Path) -> None:
         assert (seg(frame) == ref).mean() >= 0.9
 
 
-# ----------------------------------------------------------------------------- TensorRT source per version
+# ----------------------------------------------------------------------------- accelerators: registry hooks, TensorRT
 
 def test_int8_engine_source_per_tensorrt_version() -> None:
     """8.6 / 10.x: the FP32-scale Q/DQ graph (weakly typed, FP16|INT8 flags); 11.x: the FP16-scale graph
     (strongly typed INT8 + FP16). Either way the unquantized layers run FP16."""
-    from edgeseg.bundle.build import engine_source
+    from edgeseg.backends.trt_api import engine_source
 
     roles = {"fp32": "model.onnx", "int8_trt": "model.int8.trt.onnx", "int8_trt_fp16": "model.int8.trt16.onnx",
              "fp16": "model.fp16.onnx"}
@@ -186,7 +186,7 @@ def test_int8_engine_source_per_tensorrt_version() -> None:
 def test_finishing_on_the_device_retargets_the_cache(int8_bundle, tmp_path) -> None:
     """`edgeseg build --from DIR --backend trt` rewrites calibration.cache for the running TensorRT (10.3 here),
     and leaves it for 8.6 / 10.x readers on 11.x (no implicit INT8 there)."""
-    from edgeseg.bundle.build import retarget_bundle_cache
+    from edgeseg.backends.trt_engine import retarget_bundle_cache
 
     out, _ = int8_bundle
     copy = tmp_path / "b"
@@ -197,6 +197,57 @@ def test_finishing_on_the_device_retargets_the_cache(int8_bundle, tmp_path) -> N
     assert (copy / "calibration.cache").read_text() == "TRT-100300-EntropyCalibration2\n" + table
     assert retarget_bundle_cache(copy, roles, "11.1.0", log=lambda s: None) is None
     assert (copy / "calibration.cache").read_text().startswith("TRT-100300-")
+
+
+def test_build_names_no_accelerator() -> None:
+    """bundle/build.py asks the registry for accelerators and calls their hook: it imports no TensorRT backend
+    module (the TensorRT-layout Q/DQ graphs and the calibration cache are quantize's)."""
+    import ast
+
+    import edgeseg.bundle.build as build
+
+    tree = ast.parse(Path(build.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not [m for m in imported if m.startswith("edgeseg.backends.") and "trt" in m], imported
+
+
+def test_an_accelerator_is_one_registry_entry(checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    """A registry entry with a build_artifacts hook gets its files and record into a bundle built where it can
+    run, and finishes a bundle built elsewhere (`edgeseg build --from DIR`, on_device=True)."""
+    from edgeseg.backends import registry
+    from edgeseg.bundle.build import finish_engine
+
+    calls = []
+
+    def build_npu_model(request: registry.ArtifactRequest) -> dict:
+        calls.append((request.precision, request.on_device, sorted(request.roles)))
+        (request.stage / "model.npu").write_bytes(b"compiled")
+        request.roles["npu_model"] = "model.npu"
+        return {"file": "model.npu", "source": request.roles["fp32"]}
+
+    npu = registry.Backend("npu", "Test NPU", ("npu_model",), lambda: None, lambda path, bundle, options: None,
+                           lambda bundle: "npu_model", accelerator=True, produces=("npu_model",), record="npu",
+                           build_artifacts=build_npu_model)
+    monkeypatch.setitem(registry.BACKENDS, "npu", npu)
+    out = tmp_path / "b"
+    build_bundle(BuildOptions(precision="fp32", out=out, checkpoint=checkpoint, input_size=(64, 96)),
+                 log=lambda s: None)
+    m = read_bundle(out).manifest
+    assert m["roles"]["npu_model"] == "model.npu" and m["npu"] == {"file": "model.npu", "source": "model.onnx"}
+    assert m["engine"] is None  # TensorRT cannot run here: its record says so
+    result = finish_engine(out, backend="npu", log=lambda s: None)
+    assert calls == [("fp32", False, ["checkpoint", "fp32"]), ("fp32", True, ["checkpoint", "fp32", "npu_model"])]
+    verify_bundle(read_bundle(out))
+    assert result.manifest["npu"]["source"] == "model.onnx"
+
+
+def test_finishing_without_an_accelerator_says_what_is_missing(int8_bundle) -> None:
+    from edgeseg.bundle.build import finish_engine
+
+    out, _ = int8_bundle
+    with pytest.raises(EdgesegError, match="no accelerator can build its artifacts here .*TensorRT"):
+        finish_engine(out, log=lambda s: None)
 
 
 def test_calibrators_tensorrt_cannot_replay_build_without_a_cache(checkpoint: Path, tmp_path) -> None:

@@ -3,6 +3,7 @@ every CPU check PASS), its failure path (exit 1), and, on a GPU with TensorRT, t
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 
 import numpy as np
@@ -12,6 +13,8 @@ from click.testing import CliRunner
 from edgeseg.cli import main
 from edgeseg.doctor import FAIL, PASS, SKIPPED, run_doctor
 from edgeseg.doctor import engines
+from edgeseg.doctor.environment import Environment
+from edgeseg.doctor.report import Report
 
 CPU_CHECKS = ["tiny model: train, export ONNX (opset 17)", "FP16 ONNX on ONNX Runtime CPU",
               "INT8 Q/DQ (trt layout) on ONNX Runtime CPU", "INT8 + FP16 mixed Q/DQ (opset 19) on ONNX Runtime CPU",
@@ -68,6 +71,38 @@ def test_cli_table(monkeypatch):
     res = CliRunner().invoke(main, ["doctor"])
     assert "edgeseg doctor" in res.output and "TensorRT FP32 engine" in res.output, res.output
     assert "edgeseg[trt]" in res.output or HAS_TRT  # rich markup must not eat the extra's brackets
+
+
+# What a bundle's engine is built from per TensorRT version (tests/bundle/test_build.py: engine_source), in the
+# tiny model's names
+BUNDLE_SOURCES = {
+    "8.6.2": {"fp32": "tiny.onnx", "fp16": "tiny.fp16.onnx", "int8": "tiny.int8.trt.onnx"},
+    "10.3.0": {"fp32": "tiny.onnx", "fp16": "tiny.fp16.onnx", "int8": "tiny.int8.trt.onnx"},
+    "11.1.0": {"fp32": "tiny.onnx", "fp16": "tiny.fp16.onnx", "int8": "tiny.int8.trt16.onnx"},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    return engines.cpu_checks(Report(), tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.mark.parametrize("version", BUNDLE_SOURCES)
+def test_each_engine_is_built_from_the_file_a_bundle_uses(monkeypatch, tiny_files, version):
+    """Drift: the doctor built its FP16 engine from the FP32 ONNX with the FP16 builder flag on 8.6 / 10.x, a
+    path no bundle takes (bundles build FP16 engines from the FP16 ONNX on every version). Now both ask
+    trt_api.engine_source; the implicit-INT8 check (FP32 ONNX + cache) is nvinfer's path, not a bundle's."""
+    real, built = engines._engine, {}
+
+    def record(*args, **kwargs):
+        call = inspect.signature(real).bind(*args, **kwargs).arguments
+        if call.get("cache") is None:
+            built[call["precision"]] = call["onnx_path"].name
+
+    monkeypatch.setattr(engines, "_engine", record)
+    env = Environment(trt=object(), trt_version=version, pycuda=True, gpu="test GPU")
+    engines.tensorrt_checks(Report(), env, tiny_files, None)
+    assert built == BUNDLE_SOURCES[version]
 
 
 @pytest.mark.gpu

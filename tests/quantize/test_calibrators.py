@@ -152,7 +152,7 @@ def test_calibrators_tensorrt_cannot_replay_get_no_cache(calibrator) -> None:
 
 
 def test_retarget_rewrites_only_the_first_line(tmp_path) -> None:
-    from edgeseg.quantize.trt_cache import retarget_cache_file
+    from edgeseg.backends.trt_engine import retarget_cache_file
 
     src = tmp_path / "c.cache"
     src.write_text(calibration_cache_text({"input": 127.0, "a": 12.7}, "8.6.1", "minmax"))

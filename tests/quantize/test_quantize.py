@@ -411,7 +411,7 @@ def test_seed_models_quantize_to_int8(name: str, width: float, stride: int | Non
 def test_fp16_qdq_graph_from_an_opset_17_export(fp32: Path, stats, tmp_path: Path) -> None:
     """The bundle's mixed INT8 + FP16 graph for TensorRT 11 comes from the opset-17 export (upgraded to 19):
     FP16 scales, same tensor names (the opset-17 statistics apply), close to the FP32-scale Q/DQ graph."""
-    from edgeseg.backends.tensorrt import summarize_onnx
+    from edgeseg.backends.trt_engine import summarize_onnx
 
     ranges = activation_ranges(stats, "entropy", "trt")
     out = fp16_qdq_graph(fp32, tmp_path / "model.int8.trt16.onnx", ranges)

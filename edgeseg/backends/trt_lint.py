@@ -14,27 +14,27 @@ parses but needs care. Each finding names the node and the fix. Rules (``Finding
   dynamic-no-bounds  dynamic input dims without ``edgeseg.shape_bounds`` metadata
   dla-dynamic        DLA: dynamic input shapes
   dla-resize         DLA: linear Resize not in half_pixel mode (e.g. align_corners)
-  dla-version        DLA: TensorRT 11.0-11.3 has no DLA
+  dla-version        DLA: the version has no DLA on a Jetson (``trt_api.dla_support``: 10.8-11.3, 11.4.0)
 
 Sources: supported ops and opset ranges from onnx/onnx-tensorrt docs/operators.md (8.5 GA
 table; 10.15 table "opset 9 to opset 24"; the 10.0 header "opset 9 to opset 20") and
 docs/Changelog.md (what each release added); Resize checks from onnxOpCheckers.cpp
 (checkResize) and onnx-tensorrt#913; Q/DQ rules from ../shared/docs/tensorrt-notes.md section 4
-(onnx-tensorrt#850, TensorRT#994); DLA rules from the same notes, sections 1 and 7.
+(onnx-tensorrt#850, TensorRT#994); DLA rules from the same notes, sections 1 and 7, and where DLA
+exists from ``trt_api``'s one table. Versions are parsed by ``trt_api`` (``release_line``).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from edgeseg.backends import trt_api
 from edgeseg.errors import EdgesegError
 
 Severity = Literal["error", "warning"]
-TRT_VERSIONS = ("8.6", "10", "11")
 
 # operators.md (TensorRT 8.5 GA), rows marked Y
 _OPS_85 = frozenset("""
@@ -82,23 +82,11 @@ class Finding:
         return f"{self.severity}: [{self.rule}] {self.node}: {self.message}; fix: {self.fix}"
 
 
-def normalize_trt_version(version: str) -> str:
-    """'8.6', '8.6.1' -> '8.6'; '10', '10.3' -> '10'; '11', '11.4' -> '11'."""
-    v = str(version).strip()
-    major = v.split(".")[0]
-    if v.startswith("8.6"):
-        return "8.6"
-    if major in ("10", "11"):
-        return major
-    raise EdgesegError(f"unsupported TensorRT version {version!r}: expected one of {', '.join(TRT_VERSIONS)} "
-                       "(8.6 = JetPack 6.0, 10 = 10.0-10.3 / JetPack 6.1, 11 = 11.x)")
-
-
 def check_onnx(path_or_model: Any, trt_version: str = "10", dla: bool = False) -> list[Finding]:
     """Lint an ONNX file (path) or ``onnx.ModelProto`` for the TensorRT ``trt_version`` parser (and DLA)."""
     import onnx
 
-    version = normalize_trt_version(trt_version)
+    version = trt_api.release_line(trt_version)
     base_dir = ""
     if isinstance(path_or_model, onnx.ModelProto):
         model = path_or_model
@@ -115,7 +103,7 @@ def check_onnx(path_or_model: Any, trt_version: str = "10", dla: bool = False) -
     findings += _qdq_rules(g)
     findings += _dynamic_rule(model)
     if dla:
-        findings += _dla_rules(model, g, version)
+        findings += _dla_rules(model, g, str(trt_version))
     order = {"error": 0, "warning": 1}
     return sorted(findings, key=lambda f: (order[f.severity], f.rule, f.node))
 
@@ -340,14 +328,14 @@ def _qdq_rules(g: _Graph) -> list[Finding]:
 
 
 def _bounds(model: Any) -> dict[str, Any]:
-    for prop in model.metadata_props:
-        if prop.key == "edgeseg.shape_bounds":
-            try:
-                value = json.loads(prop.value)
-                return value if isinstance(value, dict) else {}
-            except json.JSONDecodeError:
-                return {}
-    return {}
+    """The export's recorded shape bounds; {} when absent or unreadable (the lint then warns)."""
+    from edgeseg.export.metadata import metadata_of
+
+    try:
+        value = metadata_of(model).get("shape_bounds")
+    except EdgesegError:  # some edgeseg metadata is not JSON
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _dynamic_inputs(model: Any) -> dict[str, list[str]]:
@@ -393,11 +381,12 @@ def _dla_rules(model: Any, g: _Graph, version: str) -> list[Finding]:
                                    f"DLA bilinear Resize accepts half_pixel only, this one is {transform!r}; the layer "
                                    "falls back to the GPU (GPU_FALLBACK) or the build fails",
                                    "use F.interpolate(mode='bilinear', align_corners=False)"))
-    if version == "11":
-        out.append(Finding("dla-version", "warning", "model",
-                           "TensorRT 11.0-11.3 has no DLA; 11.4.1 supports AGX Orin with JetPack >= 7.2.2",
-                           "build DLA engines with TensorRT 8.6/10.x or 11.4.1+"))
+    reason = trt_api.dla_support(version, *trt_api.JETSON)
+    if reason:
+        out.append(Finding("dla-version", "warning", "model", f"{reason} (the lint assumes a Jetson)",
+                           "build DLA engines with TensorRT 8.6-10.7, or 11.4.1+ on Jetson AGX Orin with "
+                           "JetPack >= 7.2.2"))
     return out
 
 
-__all__ = ["TRT_VERSIONS", "Finding", "check_onnx", "normalize_trt_version"]
+__all__ = ["Finding", "check_onnx"]

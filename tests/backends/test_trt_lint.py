@@ -16,7 +16,8 @@ from edgeseg.cli import main
 from edgeseg.errors import EdgesegError
 from edgeseg.export.onnx_export import export_onnx
 from edgeseg.models import ModelConfig, build_model
-from edgeseg.export.trt_lint import check_onnx, normalize_trt_version
+from edgeseg.backends.trt_api import release_line
+from edgeseg.backends.trt_lint import check_onnx
 
 F = TensorProto.FLOAT
 
@@ -177,10 +178,21 @@ def test_dla_rules_only_with_dla() -> None:
 
 
 def test_trt_version_names() -> None:
-    versions = [normalize_trt_version(v) for v in ("8.6", "8.6.1", "10", "10.3", "11.4")]
+    versions = [release_line(v) for v in ("8.6", "8.6.1", "10", "10.3", "11.4")]
     assert versions == ["8.6", "8.6", "10", "10", "11"]
     with pytest.raises(EdgesegError, match="unsupported TensorRT version"):
-        normalize_trt_version("7.2")
+        release_line("7.2")
+    with pytest.raises(EdgesegError, match="unsupported TensorRT version"):
+        check_onnx(_model([helper.make_node("Relu", ["x"], ["y"])]), "7.2")
+
+
+@pytest.mark.parametrize("version,warned", [("8.6.1", False), ("10.3", False), ("10.8", True), ("11", True),
+                                            ("11.2", True), ("11.4.0", True), ("11.4.1", False)])
+def test_dla_version_reads_the_one_dla_table(version: str, warned: bool) -> None:
+    """The old lint warned for every 11.x and never for 10.8+; it now asks trt_api.dla_support (a Jetson)."""
+    findings = _rules(_model([helper.make_node("Relu", ["x"], ["y"])]), version, dla=True).get("dla-version", [])
+    assert bool(findings) is warned
+    assert all(f.severity == "warning" and "DLA" in f.message for f in findings)
 
 
 @pytest.fixture(scope="module")
