@@ -1,18 +1,19 @@
 """README's Layout table is held against the tree and the layering rule, so it cannot go stale.
 
 Each table row is ``| rank | stage | folder | modules |``; the modules cell lists every module of the
-folder as ``\\`name\\` what it holds`` items separated by ``; ``. The rows must name exactly the stages
+folder as items separated by ``; ``, each starting (after an optional ``label: ``) with one or more
+backticked module names separated by ``, ``. The rows must name exactly the stages
 and ranks of ``tests/test_layering.py`` and exactly the modules on disk.
 """
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from test_layering import COMMON, PACKAGE, RANKS
 
 README = PACKAGE.parent / "README.md"
 ROW = re.compile(r"^\| *(\d+) *\| *(\w+) *\| *`([^`]+)` *\| *(.+?) *\|$")
+ITEM = re.compile(r"^(?:[^`;]*?: )?((?:`\w+`(?:, )?)+)")
 
 
 def layout_rows(readme: str) -> dict[str, tuple[int, str, list[str]]]:
@@ -23,10 +24,14 @@ def layout_rows(readme: str) -> dict[str, tuple[int, str, list[str]]]:
         match = ROW.match(line.strip())
         if match:
             rank, stage, folder, cell = match.groups()
-            items = [item.strip() for item in cell.split("; ")]
-            rows[stage] = (int(rank), folder, [re.match(r"`(\w+)`", item).group(1) if re.match(r"`(\w+)`", item)
-                                               else f"<no module name in {item!r}>" for item in items])
+            rows[stage] = (int(rank), folder, [name for item in cell.split("; ") for name in item_modules(item)])
     return rows
+
+
+def item_modules(item: str) -> list[str]:
+    """The module names an item starts with: ``\`a\`, \`b\` what they hold``, after an optional ``label: ``."""
+    match = ITEM.match(item.strip())
+    return re.findall(r"`(\w+)`", match.group(1)) if match else [f"<no module name in {item!r}>"]
 
 
 def modules_on_disk(stage: str) -> list[str]:
@@ -49,6 +54,7 @@ def test_the_table_lists_exactly_the_modules_on_disk():
 
 
 def test_the_parser_catches_a_missing_module():
-    text = "x\n## Layout\n| 1 | data | `edgeseg/data/` | `spec` KIND:PATH; `folder` images + masks |\n## Next\n"
-    assert layout_rows(text) == {"data": (1, "edgeseg/data/", ["spec", "folder"])}
+    text = ("x\n## Layout\n| 1 | data | `edgeseg/data/` | `spec` `KIND:PATH`; kinds: `folder`, `voc` files |\n"
+            "## Next\n")
+    assert layout_rows(text) == {"data": (1, "edgeseg/data/", ["spec", "folder", "voc"])}
     assert sorted(layout_rows(text)["data"][2]) != modules_on_disk("data")

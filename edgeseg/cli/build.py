@@ -61,7 +61,7 @@ def build_cmd(precision: str, checkpoint: Path | None, onnx_path: Path | None, d
     console = Console()
     log = console.print
     if from_dir is not None:
-        result = finish_engine(from_dir, dla_core=dla_core, log=log)
+        result = finish_engine(from_dir, dla_core=dla_core, log=log, backend=None if backend == "auto" else backend)
     else:
         from edgeseg.bundle.manifest import check_bundle_out
         from edgeseg.io_utils import make_dirs
