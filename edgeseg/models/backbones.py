@@ -2,16 +2,19 @@
 
 At output stride 8 or 16 the later stages keep their resolution and use atrous (dilated)
 convolutions instead, as DeepLab does. ResNet and MobileNet come from torchvision (their
-state_dict keys stay torchvision's), aligned Xception-65 from timm, and the atrous VGG-16 of
-DeepLab v1 is built here in torchvision's ``features`` layout (so torchvision's VGG-16 weights load).
+state_dict keys stay torchvision's), aligned Xception-65 from timm, the atrous VGG-16 of
+DeepLab v1 is built here in torchvision's ``features`` layout (so torchvision's VGG-16 weights load),
+and EfficientNet-Lite0/1/2 in ``efficientnet_lite.py`` (in MobileNetV2's layout).
 
-Each backbone's ``BackboneSpec`` also names its ImageNet weights (a torchvision weights enum or a
-timm pretrained tag) and how a classification state_dict's keys map onto the module's keys.
+Each backbone's ``BackboneSpec`` also names its ImageNet weights (a torchvision weights enum, a
+timm pretrained tag or a file inside a pip package) and how a classification state_dict's keys map
+onto the module's keys.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -19,6 +22,7 @@ from torchvision.models import mobilenet_v2, mobilenet_v3_large, resnet50, resne
 from torchvision.models._utils import IntermediateLayerGetter
 
 from edgeseg.errors import ModelError
+from edgeseg.models.efficientnet_lite import IMAGENET_FILES, NORMALIZATION, lite_features, package_key
 
 FEATURE_KEYS = ("c2", "c3", "c4", "c5")
 VALID_OUTPUT_STRIDES = (8, 16, 32)
@@ -64,15 +68,26 @@ def dilate_after_stride(features: nn.Module, output_stride: int) -> None:
             m.padding = ((k - 1) // 2 * dilation,) * 2
 
 
+def _features_backbone(features: nn.Sequential, output_stride: int) -> nn.Module:
+    """c2..c4 at the last block of stride 4, 8, 16; c5 the last block; strides past ``output_stride`` dilated."""
+    ends = _stage_ends(features)
+    ends["c5"] = len(features) - 1
+    dilate_after_stride(features, output_stride)
+    return IntermediateLayerGetter(features, {str(i): key for key, i in ends.items()})
+
+
 def _mobilenet(factory: Callable[..., nn.Module], drop_last_conv: bool, output_stride: int,
                width: float) -> nn.Module:
     features = factory(weights=None, width_mult=width).features
     if drop_last_conv:  # MobileNetV2's 1280-channel 1x1 conv is a classifier stem; DeepLab uses the 320-channel output
         features = features[:-1]
-    ends = _stage_ends(features)
-    ends["c5"] = len(features) - 1
-    dilate_after_stride(features, output_stride)
-    return IntermediateLayerGetter(features, {str(i): key for key, i in ends.items()})
+    return _features_backbone(features, output_stride)
+
+
+def _efficientnet_lite(name: str, output_stride: int, width: float) -> nn.Module:
+    if width != 1.0:
+        raise ModelError(f"{name} has no width multiplier (Lite0/1/2 are its sizes), got width={width}; use width 1.0")
+    return _features_backbone(lite_features(name), output_stride)  # c5: the 320-channel block, not the 1280 head
 
 
 class TimmFeatures(nn.Module):
@@ -134,8 +149,11 @@ def _timm_feature_key(key: str) -> str:
 @dataclass(frozen=True)
 class BackboneSpec:
     build: Callable[[int, float], nn.Module]  # (output_stride, width) -> module returning {"c2".."c5"}
-    imagenet: str  # "torchvision:<weights enum member>" or "timm:<pretrained tag>"
+    # "torchvision:<weights enum member>", "timm:<pretrained tag>" or "package:<pip distribution>/<file in it>"
+    imagenet: str
     key_map: Callable[[str], str] = lambda k: k  # classification state_dict key -> module key
+    # (mean, std) the weights expect, for sources without metadata ("package:"); measured, not guessed
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 BACKBONE_SPECS: dict[str, BackboneSpec] = {
@@ -148,6 +166,8 @@ BACKBONE_SPECS: dict[str, BackboneSpec] = {
                                        "torchvision:MobileNet_V3_Large_Weights.IMAGENET1K_V1", _strip_features),
     "xception65": BackboneSpec(_xception, "timm:xception65.ra3_in1k", _timm_feature_key),
     "vgg16": BackboneSpec(_vgg16, "torchvision:VGG16_Weights.IMAGENET1K_V1", _strip_features),
+    **{name: BackboneSpec(partial(_efficientnet_lite, name), f"package:{file}", package_key, NORMALIZATION)
+       for name, file in IMAGENET_FILES.items()},
 }
 BACKBONES: tuple[str, ...] = tuple(BACKBONE_SPECS)
 

