@@ -153,7 +153,8 @@ class Memory(dict):
 def fake_pycuda(memory: Memory) -> types.SimpleNamespace:
     class Alloc:
         def __init__(self, nbytes):
-            self.ptr, memory.next_ptr = memory.next_ptr, memory.next_ptr + nbytes + 256
+            # cudaMalloc / cuMemAlloc return addresses aligned to at least 256 bytes
+            self.ptr, memory.next_ptr = memory.next_ptr, memory.next_ptr + (nbytes + 511) // 256 * 256
             memory[self.ptr] = np.zeros(nbytes, np.uint8)
 
         def __int__(self):
@@ -202,6 +203,21 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
     trt = fake_trt(version)
     surface = trt._surface
     trt.calls = []
+    trt._logger = None  # TensorRT keeps ONE logger pointer per process: the first one handed to it
+
+    def register(logger):
+        """What libnvinfer does with the logger given to a Builder, Runtime or OnnxParser: the first one is
+        kept for every object; a different later one is ignored after a warning to the kept one (the text
+        of NVIDIA/TensorRT#1475)."""
+        if trt._logger is None:
+            trt._logger = logger
+        elif logger is not trt._logger:
+            trt._logger.log(trt.ILogger.Severity.WARNING, "The logger passed into createInferRuntime differs from "
+                            "one already provided for an existing builder, runtime, or refitter. TensorRT maintains "
+                            "only a single logger pointer at any given time")
+
+    def log_error(text):
+        trt._logger.log(trt.ILogger.Severity.ERROR, text)
 
     def strict(real: str, *offers: str):
         def wrap(cls):
@@ -228,8 +244,8 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
             "set_flag", "add_optimization_profile", "set_calibration_profile", "int8_calibrator",
             "default_device_type", "DLA_core", "hardware_compatibility_level")
     class Config(Strict):
-        def __init__(self, logger):
-            self._flags, self._profiles, self._logger, self._cache = [], [], logger, None
+        def __init__(self):
+            self._flags, self._profiles, self._cache = [], [], None
             self._calibration_profile = None
 
         def set_memory_pool_limit(self, pool, size):
@@ -237,7 +253,7 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
 
         def create_timing_cache(self, data):
             if bytes(data) == corrupt_timing:  # what the binding does for a foreign / corrupt blob
-                self._logger.log(trt.ILogger.Severity.ERROR, "[runtime] Assertion failed: serialization magic")
+                log_error("[runtime] Assertion failed: serialization magic")
                 return None
             return TimingCache(data)
 
@@ -278,14 +294,14 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
         num_DLA_cores = dla_cores
 
         def __init__(self, logger):
-            self._logger = logger
+            register(logger)
 
         def create_network(self, flags):
             trt.calls.append(("network_flags", flags))
             return Network()
 
         def create_builder_config(self):
-            trt.config = Config(self._logger)
+            trt.config = Config()
             return trt.config
 
         def create_optimization_profile(self):
@@ -294,7 +310,7 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
         def build_serialized_network(self, network, config):
             trt.calls.append(("build",))
             if build_fails:
-                self._logger.log(trt.ILogger.Severity.ERROR, "out of memory building tactic")
+                log_error("out of memory building tactic")
                 return None
             return b"PLAN"
 
@@ -303,7 +319,7 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
         num_errors = 0
 
         def __init__(self, network, logger):
-            pass
+            register(logger)
 
         def parse_from_file(self, path):
             trt.calls.append(("parse", path))
@@ -326,7 +342,15 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
             return (n, c + 1, h, w)
 
         def set_tensor_address(self, name, ptr):
+            """Returns a bool like the binding (release/8.5-11.1 pyCore.cpp lambdas::set_tensor_address); refuses
+            an unknown name (the header's documented case) and, here, an address off the 256-byte alignment
+            the header requires."""
+            if name not in ("input", "logits") or int(ptr) % 256:
+                log_error(f"IExecutionContext::setTensorAddress: Error Code 3: API Usage Error (bad address "
+                          f"{int(ptr):#x} for tensor {name})")
+                return False
             self._addresses[name] = ptr
+            return True
 
         def execute_async_v3(self, handle):
             trt.calls.append(("execute", self._shape, int(handle)))
@@ -364,12 +388,12 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
     @strict("Runtime", "deserialize_cuda_engine", "DLA_core", "engine_host_code_allowed")
     class Runtime(Strict):
         def __init__(self, logger):
-            self._logger = logger
+            register(logger)
             object.__setattr__(self, "engine_host_code_allowed", False)
 
         def deserialize_cuda_engine(self, plan):
             if bytes(plan) != b"PLAN" or (host_code_needed and not self.engine_host_code_allowed):
-                self._logger.log(trt.ILogger.Severity.ERROR, "cannot deserialize the plan")
+                log_error("cannot deserialize the plan")
                 return None
             return Engine()
 

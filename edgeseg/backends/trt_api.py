@@ -591,6 +591,17 @@ def cache_calibrator(trt: Any, major: int, cache: bytes, *, dla: bool = False) -
     return CacheCalibrator()
 
 
+# ----------------------------------------------------------------------------- I/O addresses
+
+ADDRESS_ALIGNMENT = 256  # bytes: "The pointer must have at least 256-byte alignment" (NvInferRuntime.h,
+# IExecutionContext::setTensorAddress, release/8.5, 8.6, 10.3 and 11.1 headers)
+
+
+def is_aligned(address: int) -> bool:
+    """True when a device address meets TensorRT's I/O alignment (``ADDRESS_ALIGNMENT``)."""
+    return int(address) % ADDRESS_ALIGNMENT == 0
+
+
 # ----------------------------------------------------------------------------- streams
 
 DEFAULT_STREAM_HANDLES = (0, 1, 2)  # the null stream, cudaStreamLegacy, cudaStreamPerThread
@@ -602,10 +613,10 @@ def is_default_stream(handle: int) -> bool:
     return int(handle) in DEFAULT_STREAM_HANDLES
 
 
-__all__ = ["HARDWARE_LEVELS", "JETPACK_6_1_TRT", "JETSON", "NO_IMPLICIT_INT8", "PRECISIONS", "PrecisionPlan",
+__all__ = ["ADDRESS_ALIGNMENT", "HARDWARE_LEVELS", "JETPACK_6_1_TRT", "JETSON", "NO_IMPLICIT_INT8", "PRECISIONS", "PrecisionPlan",
            "RELEASE_LINES", "builder_flags", "cache_calibrator", "calibration_algorithm", "calibration_cache_header",
            "dla_support", "engine_compatibility", "engine_role", "engine_source", "has_implicit_int8",
-           "hardware_level", "hardware_level_name", "incompatibility_message", "is_default_stream", "network_flags",
+           "hardware_level", "hardware_level_name", "incompatibility_message", "is_aligned", "is_default_stream", "network_flags",
            "numpy_dtype", "onnx_precision", "parser_errors", "precision_plan", "profile_shapes", "release_line",
            "require_build_support", "require_compatible", "require_dla_cores", "require_implicit_int8",
            "retarget_calibration_cache", "trt_major", "version_code", "version_tuple"]

@@ -99,11 +99,11 @@ class EngineInfo:
         return asdict(self)
 
 
-def _attach_timing_cache(config: Any, path: Path | None, logger: Any) -> Any:
+def _attach_timing_cache(config: Any, path: Path | None, logger: Any, since: int) -> Any:
     """Attach a timing cache: the file's bytes when it exists, else a new one. A corrupt or foreign
     file makes ``create_timing_cache`` return None (the binding returns the C++ nullptr) after TensorRT
     logs a serialization assertion, or ``set_timing_cache(..., ignore_mismatch=False)`` return False:
-    then that expected error is kept out of ``logger.last_error()``, a new cache is started and the
+    then that expected error is kept out of ``logger.last_error(since)``, a new cache is started and the
     file is rewritten after the build [S1]."""
     previous = path.read_bytes() if path is not None and path.is_file() else b""
     if previous:
@@ -115,7 +115,7 @@ def _attach_timing_cache(config: Any, path: Path | None, logger: Any) -> Any:
         log.warning("timing cache %s is corrupt or from another TensorRT version or GPU; rebuilding it", path)
     cache = config.create_timing_cache(b"")
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        raise EdgesegError(f"TensorRT cannot create an empty timing cache ({logger.last_error()}); check the "
+        raise EdgesegError(f"TensorRT cannot create an empty timing cache ({logger.last_error(since)}); check the "
                            "TensorRT install")
     return cache
 
@@ -137,7 +137,7 @@ def _calibration_bytes(calibration_cache: str | Path | None) -> bytes | None:
     return Path(calibration_cache).read_bytes()
 
 
-def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path, summary: OnnxSummary,
+def _parse(trt: Any, builder: Any, logger: Any, since: int, onnx_path: Path, summary: OnnxSummary,
            plan: trt_api.PrecisionPlan) -> tuple[Any, Any]:
     """(network, parser) of ``onnx_path`` (the parser owns weights the network uses: keep it until the
     build is done); EdgesegError naming every node the parser refuses."""
@@ -145,7 +145,7 @@ def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path, summary: OnnxSu
     network = builder.create_network(trt_api.network_flags(trt, trt_api.trt_major(version), plan.strongly_typed))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):  # finds .onnx.data sidecars, unlike parse(bytes) [notes 7.7]
-        errors = trt_api.parser_errors(parser, summary.node_names) or [logger.last_error()]
+        errors = trt_api.parser_errors(parser, summary.node_names) or [logger.last_error(since)]
         raise EdgesegError(f"TensorRT {version} cannot parse {onnx_path}: {' | '.join(errors)}; fix or exclude those "
                            f"nodes (lint: edgeseg check {onnx_path} --trt {trt_api.release_line(version)}) and "
                            "re-export")
@@ -183,8 +183,8 @@ def _set_precision_and_device(trt: Any, config: Any, plan: trt_api.PrecisionPlan
         config.hardware_compatibility_level = level  # 8.6+ [S10]
 
 
-def _serialize(trt: Any, builder: Any, network: Any, config: Any, logger: Any, onnx_path: Path, engine_path: Path,
-               timing_cache_path: Path | None, implicit_int8: bool) -> float:
+def _serialize(trt: Any, builder: Any, network: Any, config: Any, logger: Any, since: int, onnx_path: Path,
+               engine_path: Path, timing_cache_path: Path | None, implicit_int8: bool) -> float:
     """Build, write the plan and the timing cache atomically; the build's seconds."""
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -192,7 +192,7 @@ def _serialize(trt: Any, builder: Any, network: Any, config: Any, logger: Any, o
     if serialized is None:
         hint = " (the calibration cache may not match this network)" if implicit_int8 else ""
         raise EdgesegError(f"TensorRT {trt.__version__} failed to build {onnx_path}{hint}: "
-                           f"{logger.last_error()}; check the workspace limit (workspace_bytes) and the shape bounds, "
+                           f"{logger.last_error(since)}; check the workspace limit (workspace_bytes) and the shape bounds, "
                            "or build with --backend ort")
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(memoryview(serialized))
@@ -231,11 +231,12 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
     gpu = trt_env.runtime_info()
     level = trt_api.hardware_level(trt, version, hardware_compatible, gpu["compute_capability"])
 
-    logger = trt_env.make_logger(trt)
+    logger = trt_env.logger(trt)
+    since = logger.mark()  # this build's errors only: the logger is the process's one
     builder = trt.Builder(logger)
     if dla:  # before parsing: a device without DLA is refused at once [S1, S9]
         trt_api.require_dla_cores(dla_core, int(builder.num_DLA_cores))
-    network, _parser = _parse(trt, builder, logger, onnx_path, summary, plan)
+    network, _parser = _parse(trt, builder, logger, since, onnx_path, summary, plan)
     input_name, static = _input_shape(network)
     if bounds is None and any(d < 0 for d in static):
         bounds = summary.shape_bounds.get(input_name)  # the export's recorded bounds
@@ -243,11 +244,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
-    _attach_timing_cache(config, timing_cache_path, logger)
+    _attach_timing_cache(config, timing_cache_path, logger, since)
     if any(d < 0 for d in static):
         _add_profiles(builder, config, input_name, shapes, plan.implicit_int8)
     _set_precision_and_device(trt, config, plan, cache_bytes, dla_core, version_compatible, level)
-    seconds = _serialize(trt, builder, network, config, logger, onnx_path, engine_path, timing_cache_path,
+    seconds = _serialize(trt, builder, network, config, logger, since, onnx_path, engine_path, timing_cache_path,
                          plan.implicit_int8)
     lo, opt, hi = shapes
     return EngineInfo(str(engine_path), version, gpu["compute_capability"], gpu["gpu"], precision,

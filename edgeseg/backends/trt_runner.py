@@ -117,7 +117,7 @@ class TensorRTRunner(Runner):
 
     def _load(self, trt: Any, cuda: Any) -> None:
         self._cuda = cuda
-        self._logger = trt_env.make_logger(trt)
+        self._logger = trt_env.logger(trt)  # the process's one logger: errors are read since a mark
         self._engine = self._deserialize(trt)
         self._context = self._engine.create_execution_context()
         self._input, self._output = self._io_tensors(trt, self._engine)
@@ -136,13 +136,14 @@ class TensorRTRunner(Runner):
             self._runtime.DLA_core = int(self.engine_info["dla_core"])  # [S1, S9]
         if self.engine_info.get("version_compatible"):
             self._runtime.engine_host_code_allowed = True  # runs the lean runtime the plan carries (8.6+) [S10]
+        since = self._logger.mark()
         engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if engine is None:
             vc = "" if self.engine_info.get("version_compatible") else (
                 " (a plan built version-compatible needs version_compatible=True when no bundle manifest sits next "
                 "to it)")
             raise EdgesegError(f"TensorRT {trt.__version__} cannot load {self.engine_path} "
-                               f"({self._logger.last_error()}); the file is corrupt or was built for another TensorRT "
+                               f"({self._logger.last_error(since)}); the file is corrupt or was built for another TensorRT "
                                f"version or GPU{vc}; rebuild it with `{self._rebuild}`")
         return engine
 
@@ -181,15 +182,28 @@ class TensorRTRunner(Runner):
     # -- inference -------------------------------------------------------------------
     def _set_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """Set the input shape; return the output shape it resolves to."""
+        since = self._logger.mark()
         if not self._context.set_input_shape(self._input.name, shape):
-            raise EdgesegError(f"TensorRT refused input shape {shape} ({self._logger.last_error()}); use a shape "
+            raise EdgesegError(f"TensorRT refused input shape {shape} ({self._logger.last_error(since)}); use a shape "
                                f"between {self._spec.min_shape} and {self._spec.max_shape}")
         return tuple(int(d) for d in self._context.get_tensor_shape(self._output.name))
 
+    def _bind(self, tensor: _Tensor, address: int) -> None:
+        """``set_tensor_address`` with its result checked; the address must be 256-byte aligned
+        (``trt_api.ADDRESS_ALIGNMENT``), which the callers guarantee."""
+        since = self._logger.mark()
+        if not trt_api.is_aligned(address):
+            raise EdgesegError(f"TensorRT tensor {tensor.name!r} needs a {trt_api.ADDRESS_ALIGNMENT}-byte aligned "
+                               f"address, got {address:#x}; pass a tensor of its own (x.clone()), not a slice")
+        if not self._context.set_tensor_address(tensor.name, int(address)):
+            raise EdgesegError(f"TensorRT refused the address of tensor {tensor.name!r} ({self._logger.last_error(since)}); "
+                               "rebuild the engine from an edgeseg ONNX")
+
     def _run(self, stream_handle: int) -> None:
+        since = self._logger.mark()
         if not self._context.execute_async_v3(stream_handle):
-            raise EdgesegError(f"TensorRT inference failed ({self._logger.last_error()}); check the input and the GPU "
-                               "memory, or rebuild the engine")
+            raise EdgesegError(f"TensorRT inference failed ({self._logger.last_error(since)}); check the input and the "
+                               "GPU memory, or rebuild the engine")
 
     def _infer(self, x: Any) -> Any:
         if isinstance(x, np.ndarray):
@@ -212,8 +226,8 @@ class TensorRTRunner(Runner):
             np.copyto(host_in, x)
             host_out = dst.view(out_shape, self._output.dtype)
             cuda.memcpy_htod_async(src.device, host_in, stream)
-            self._context.set_tensor_address(self._input.name, int(src.device))
-            self._context.set_tensor_address(self._output.name, int(dst.device))
+            self._bind(self._input, int(src.device))  # cuMemAlloc memory: aligned for any type
+            self._bind(self._output, int(dst.device))
             self._run(stream.handle)
             cuda.memcpy_dtoh_async(host_out, dst.device, stream)
             stream.synchronize()
@@ -240,7 +254,7 @@ class TensorRTRunner(Runner):
         if x.device.index not in (None, self.device):
             raise EdgesegError(f"input tensor is on {x.device} but the engine runs on cuda:{self.device}; "
                                f"move it with x.to('cuda:{self.device}')")
-        x = x.contiguous()
+        x = aligned_cuda_tensor(x.contiguous())
         self._ctx.push()
         try:
             out_shape = self._set_shape(tuple(x.shape))
@@ -249,8 +263,8 @@ class TensorRTRunner(Runner):
             current, stream = self._torch_stream(torch, x.device)
             if stream is not current:
                 stream.wait_stream(current)  # x (and out's allocation) are ready on the caller's stream first
-            self._context.set_tensor_address(self._input.name, x.data_ptr())
-            self._context.set_tensor_address(self._output.name, out.data_ptr())
+            self._bind(self._input, x.data_ptr())
+            self._bind(self._output, aligned_cuda_tensor(out).data_ptr())
             self._run(stream.cuda_stream)
             stream.synchronize()  # like TorchRunner: the latency covers the work, and x may be freed after
             return out
@@ -258,4 +272,15 @@ class TensorRTRunner(Runner):
             self._cuda.Context.pop()
 
 
-__all__ = ["TensorRTRunner", "engine_record_beside"]
+def aligned_cuda_tensor(x: Any) -> Any:
+    """``x`` when its memory starts on a ``trt_api.ADDRESS_ALIGNMENT`` (256-byte) boundary, else an aligned
+    copy. TensorRT requires that alignment of every I/O address (NvInferRuntime.h, setTensorAddress, 8.5
+    to 11.1); a contiguous batch slice ``x[i:]`` of an (N, 3, H, W) float32 tensor starts i * 12 * H * W
+    bytes in, which is aligned only when H * W is a multiple of 64. PyTorch's CUDA allocator hands out
+    blocks aligned to 512 bytes, so the copy is aligned."""
+    if trt_api.is_aligned(x.data_ptr()):
+        return x
+    return x.clone()
+
+
+__all__ = ["TensorRTRunner", "aligned_cuda_tensor", "engine_record_beside"]

@@ -143,7 +143,9 @@ def _dla_row(report: Report, env: Environment) -> None:
     with report.check("DLA") as row:
         if env.trt is None or env.gpu is None:
             raise Skip("needs TensorRT and a GPU to count DLA cores", "")
-        cores = int(env.trt.Builder(env.trt.Logger(env.trt.Logger.WARNING)).num_DLA_cores)
+        from edgeseg.backends import trt_env
+
+        cores = int(env.trt.Builder(trt_env.logger(env.trt)).num_DLA_cores)  # the process's one logger
         env.dla_cores = cores
         support = trt_api.dla_support(env.trt_version, sys.platform, platform.machine())
         row.detail = f"{cores} DLA core(s); TensorRT {env.trt_version}: " + (support or "DLA supported")

@@ -795,10 +795,10 @@ def test_version_compatible_plan_loads_without_engine_info(fake_backend, tmp_pat
 def test_each_tensorrt_warning_reaches_the_log_once(caplog):
     import logging
 
-    from edgeseg.backends.trt_env import make_logger
+    from edgeseg.backends.trt_env import logger as process_logger
 
     trt = fake_trt("10.3.0")
-    logger = make_logger(trt)
+    logger = process_logger(trt)
     with caplog.at_level(logging.WARNING, logger="edgeseg.backends.trt_env"):
         for _ in range(50):  # what TensorRT does per enqueueV3 on the default stream
             logger.log(trt.ILogger.Severity.WARNING, "Using default stream in enqueueV3() may lead to performance issues")
@@ -826,14 +826,108 @@ class _FakeTorchStream:
 class _FakeCudaTensor:
     is_cuda, dtype = True, "torch.float32"
 
-    def __init__(self, shape):
-        self.shape, self.device = tuple(shape), types.SimpleNamespace(index=0)
+    def __init__(self, shape, offset=0):
+        self.shape, self.device, self.offset = tuple(shape), types.SimpleNamespace(index=0), offset
 
     def contiguous(self):
         return self
 
+    def clone(self):
+        return _FakeCudaTensor(self.shape)  # a new allocation: PyTorch's CUDA blocks are 512-byte aligned
+
     def data_ptr(self):
-        return 1 << 40  # not host memory of the fake pycuda: the fake engine leaves it alone
+        return (1 << 40) + self.offset  # not host memory of the fake pycuda: the fake engine leaves it alone
+
+
+# ----------------------------------------------------------------------------- one logger per process (issue 25.1)
+
+def test_a_second_runners_errors_reach_edgeseg(fake_backend, tmp_path):
+    """TensorRT keeps the first logger it is given and sends every later object's messages there. The old
+    runner made a logger per runner: the second runner's deserialization error went to the first runner's
+    logger and edgeseg said "no error logged"."""
+    fake_backend((1, 3, 8, 8))
+    (tmp_path / "good.engine").write_bytes(b"PLAN")
+    (tmp_path / "bad.engine").write_bytes(b"garbage")
+    with TensorRTRunner(tmp_path / "good.engine"):
+        with pytest.raises(EdgesegError, match=r"\(cannot deserialize the plan\)"):
+            TensorRTRunner(tmp_path / "bad.engine").activate()
+
+
+def test_builder_parser_and_runners_hand_tensorrt_one_logger(fake_backend, tmp_path):
+    from edgeseg.backends import trt_env
+
+    trt, _ = fake_backend((1, 3, 8, 8))
+    build_engine(_write_onnx(tmp_path / "m.onnx"), tmp_path / "m.engine")
+    with TensorRTRunner(tmp_path / "m.engine"), TensorRTRunner(tmp_path / "m.engine"):
+        pass
+    assert trt._logger is trt_env.logger(trt)
+    assert not any("single logger pointer" in w for w in trt._logger.warnings)  # no second logger was offered
+
+
+def test_the_process_logger_reads_errors_since_a_mark_and_prefers_this_thread():
+    import threading
+
+    from edgeseg.backends.trt_env import logger as process_logger
+
+    trt = fake_trt("10.3.0")
+    logger = process_logger(trt)
+    assert process_logger(trt) is logger
+    logger.log(trt.ILogger.Severity.ERROR, "old failure")
+    mark = logger.mark()
+    assert logger.last_error(mark) == "no error logged" and logger.last_error() == "old failure"
+    other = threading.Thread(target=lambda: logger.log(trt.ILogger.Severity.ERROR, "another thread's error"))
+    other.start()
+    other.join()
+    assert logger.last_error(mark) == "another thread's error"  # none of this thread's: any thread's
+    logger.log(trt.ILogger.Severity.INTERNAL_ERROR, "this\nthread's error")
+    assert logger.last_error(mark) == "this thread's error"
+    assert logger.forget_since(mark) == ["another thread's error", "this thread's error"]
+    assert logger.last_error(mark) == "no error logged"
+
+
+# ----------------------------------------------------------------------------- set_tensor_address (issue 25.2)
+
+def test_set_tensor_address_result_is_checked(fake_backend, tmp_path, monkeypatch):
+    """The binding returns False (and logs) when TensorRT refuses an address; the old runner ignored it
+    and ran the engine with the previous (or no) address."""
+    trt, _ = fake_backend((1, 3, 8, 8))
+    (tmp_path / "m.engine").write_bytes(b"PLAN")
+    with TensorRTRunner(tmp_path / "m.engine") as runner:
+        context = type(runner._context)
+
+        def refuse(self, name, ptr):
+            trt._logger.log(trt.ILogger.Severity.ERROR, f"setTensorAddress: no tensor {name}")
+            return False
+
+        monkeypatch.setattr(context, "set_tensor_address", refuse)
+        with pytest.raises(EdgesegError, match=r"refused the address of tensor 'input' \(setTensorAddress: no tensor"):
+            runner.infer(_x((1, 3, 8, 8)))
+    assert not [c for c in trt.calls if c[0] == "execute"]
+
+
+@pytest.mark.parametrize("h,w,aligned", [(8, 8, True), (7, 9, False), (64, 96, True), (30, 50, False)])
+def test_a_batch_slice_is_aligned_only_when_hw_is_a_multiple_of_64(h, w, aligned):
+    """x[1:] of a float32 (N, 3, H, W) tensor starts 3 * H * W * 4 bytes in: 256-byte aligned iff 64 | H * W."""
+    import torch
+
+    x = torch.empty((2, 3, h, w))
+    offset = x[1:].data_ptr() - x.data_ptr()
+    assert offset == 12 * h * w and trt_api.is_aligned(offset) is aligned is ((h * w) % 64 == 0)
+
+
+def test_an_unaligned_torch_slice_is_copied_to_an_aligned_buffer(fake_backend, tmp_path, monkeypatch):
+    """A batch slice of a 7x9 image batch is 756 bytes off a 256-byte boundary; TensorRT requires 256-byte
+    aligned I/O addresses (NvInferRuntime.h, setTensorAddress). The old runner passed it as is."""
+    import torch
+
+    trt, _ = fake_backend((1, 3, 7, 9))
+    (tmp_path / "m.engine").write_bytes(b"PLAN")
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _FakeTorchStream(4242))
+    monkeypatch.setattr(torch, "empty", lambda shape, dtype=None, device=None: _FakeCudaTensor(shape))
+    with TensorRTRunner(tmp_path / "m.engine") as runner:
+        runner.infer(_FakeCudaTensor((1, 3, 7, 9), offset=12 * 7 * 9))
+        assert all(trt_api.is_aligned(a) for a in runner._context._addresses.values())
+    assert [c[0] for c in trt.calls].count("execute") == 1
 
 
 @pytest.mark.parametrize("caller_handle,expected", [(0, 555), (4242, 4242)])

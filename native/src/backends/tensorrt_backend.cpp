@@ -1,16 +1,24 @@
-// TensorRT backend (8.6, 10.x, 11.x C++ API): deserialises the bundle's engine from its sha256-checked
+// TensorRT backend (8.5, 8.6, 10.x, 11.x C++ API): deserialises the bundle's engine from its sha256-checked
 // bytes after the compatibility check edgeseg.load makes, one execution context and one non-default
 // CUDA stream per runner, name-based I/O (setInputShape / setTensorAddress / enqueueV3, all 8.5+),
-// dynamic shapes within profile 0. Version differences are guarded by NV_TENSORRT_MAJOR.
+// dynamic shapes within profile 0. Every runner hands TensorRT the process's one logger
+// (tensorrt_logger.hpp). Version differences are guarded by NV_TENSORRT_MAJOR / NV_TENSORRT_MINOR.
 #include <NvInfer.h>
 #include <NvInferVersion.h>
 #include <cuda_runtime_api.h>
 
-#include <mutex>
+#include <cstdint>
 #include <type_traits>
 #include <sstream>
 
 #include "../backend.hpp"
+#include "tensorrt_logger.hpp"
+
+#if NV_TENSORRT_MAJOR > 8 || (NV_TENSORRT_MAJOR == 8 && NV_TENSORRT_MINOR >= 6)
+#define EDGESEG_TRT_HAS_HOST_CODE 1  // IRuntime::setEngineHostCodeAllowed and version-compatible plans: 8.6+
+#else
+#define EDGESEG_TRT_HAS_HOST_CODE 0
+#endif
 
 namespace edgeseg {
 
@@ -24,23 +32,7 @@ void cuda_check(cudaError_t status, const char* what) {
                 "); check the driver, the GPU memory and CUDA_VISIBLE_DEVICES, or use the openvino backend");
 }
 
-class Logger final : public nvinfer1::ILogger {
- public:
-  void log(Severity severity, nvinfer1::AsciiChar const* msg) noexcept override {
-    if (severity <= Severity::kERROR) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      last_ = msg ? msg : "";
-    }
-  }
-  std::string last_error() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return last_.empty() ? "no error logged" : last_.substr(0, 300);
-  }
-
- private:
-  std::mutex mutex_;
-  std::string last_;
-};
+constexpr std::uintptr_t kAddressAlignment = 256;  // setTensorAddress: "at least 256-byte alignment"
 
 std::string library_version() {
 #if NV_TENSORRT_MAJOR >= 10
@@ -80,16 +72,24 @@ class TensorRtBackend final : public Backend {
     rebuild_ = std::string(kRebuild) + bundle.root() + " --backend trt";
     cuda_check(cudaSetDevice(device_), "cudaSetDevice");
     const std::vector<uint8_t> plan = bundle.read_verified("engine");
+    auto since = logger_.mark();
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
-    if (!runtime_) throw Error("TensorRT runtime creation failed (" + logger_.last_error() + ")");
+    if (!runtime_) throw Error("TensorRT runtime creation failed (" + logger_.last_error(since) + ")");
     const EngineRecord& record = *bundle.engine();
     if (record.dla_core) runtime_->setDLACore(*record.dla_core);
+#if EDGESEG_TRT_HAS_HOST_CODE
     if (record.version_compatible) runtime_->setEngineHostCodeAllowed(true);  // lean runtime in the plan (8.6+)
+#else
+    if (record.version_compatible)
+      throw Error("TensorRT " + library_version() + " cannot run version-compatible plans (8.6+); rebuild the engine "
+                  "here with `" + rebuild_ + "`");
+#endif
+    since = logger_.mark();
     engine_.reset(runtime_->deserializeCudaEngine(plan.data(), plan.size()));
     if (!engine_)
       throw Error("TensorRT " + library_version() + " cannot load " + bundle.role_path("engine") + " (" +
-                  logger_.last_error() + "); the file is corrupt or was built for another TensorRT version or GPU; "
-                  "rebuild it with `" + rebuild_ + "`");
+                  logger_.last_error(since) + "); the file is corrupt or was built for another TensorRT version or "
+                  "GPU; rebuild it with `" + rebuild_ + "`");
     std::vector<std::string> inputs, outputs;
     for (int i = 0; i < engine_->getNbIOTensors(); ++i) {
       const char* name = engine_->getIOTensorName(i);
@@ -107,8 +107,9 @@ class TensorRtBackend final : public Backend {
                     rebuild_ + "`");
     min_ = engine_->getProfileShape(input_.c_str(), 0, nvinfer1::OptProfileSelector::kMIN);
     max_ = engine_->getProfileShape(input_.c_str(), 0, nvinfer1::OptProfileSelector::kMAX);
+    since = logger_.mark();
     context_.reset(engine_->createExecutionContext());
-    if (!context_) throw Error("TensorRT could not create an execution context (" + logger_.last_error() + ")");
+    if (!context_) throw Error("TensorRT could not create an execution context (" + logger_.last_error(since) + ")");
     cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   }
 
@@ -128,8 +129,9 @@ class TensorRtBackend final : public Backend {
     nvinfer1::Dims dims{};
     dims.nbDims = 4;
     for (int i = 0; i < 4; ++i) dims.d[i] = static_cast<std::remove_reference_t<decltype(dims.d[0])>>(shape[i]);
+    auto since = logger_.mark();
     if (!context_->setInputShape(input_.c_str(), dims))
-      throw Error("TensorRT refused input shape " + dims_text(dims) + " (" + logger_.last_error() +
+      throw Error("TensorRT refused input shape " + dims_text(dims) + " (" + logger_.last_error(since) +
                   "); use a shape between " + dims_text(min_) + " and " + dims_text(max_));
     const nvinfer1::Dims od = context_->getTensorShape(output_.c_str());
     if (od.nbDims != 4) throw Error("engine output " + output_ + " has shape " + dims_text(od) + ", expected NCHW");
@@ -143,10 +145,11 @@ class TensorRtBackend final : public Backend {
     reserve(out_dev_, out_cap_, out_count * sizeof(float));
     out.resize(out_count);
     cuda_check(cudaMemcpyAsync(in_dev_, input, in_bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
-    context_->setTensorAddress(input_.c_str(), in_dev_);
-    context_->setTensorAddress(output_.c_str(), out_dev_);
+    bind(input_, in_dev_);
+    bind(output_, out_dev_);
+    since = logger_.mark();
     if (!context_->enqueueV3(stream_))
-      throw Error("TensorRT inference failed (" + logger_.last_error() +
+      throw Error("TensorRT inference failed (" + logger_.last_error(since) +
                   "); check the input and the GPU memory, or rebuild the engine with `" + rebuild_ + "`");
     cuda_check(cudaMemcpyAsync(out.data(), out_dev_, out_count * sizeof(float), cudaMemcpyDeviceToHost, stream_),
                "cudaMemcpyAsync");
@@ -154,6 +157,16 @@ class TensorRtBackend final : public Backend {
   }
 
  private:
+  // setTensorAddress with its result checked; cudaMalloc memory meets the 256-byte alignment it requires.
+  void bind(const std::string& name, void* address) {
+    if (reinterpret_cast<std::uintptr_t>(address) % kAddressAlignment != 0)
+      throw Error("TensorRT tensor " + name + " needs a 256-byte aligned address");
+    const auto since = logger_.mark();
+    if (!context_->setTensorAddress(name.c_str(), address))
+      throw Error("TensorRT refused the address of tensor " + name + " (" + logger_.last_error(since) +
+                  "); rebuild the engine with `" + rebuild_ + "`");
+  }
+
   static void reserve(void*& ptr, std::size_t& cap, std::size_t bytes) {
     if (bytes <= cap) return;
     if (ptr) cudaFree(ptr);
@@ -164,7 +177,7 @@ class TensorRtBackend final : public Backend {
 
   int device_;
   std::string rebuild_, input_, output_;
-  Logger logger_;
+  trt::ProcessLogger& logger_ = trt::process_logger();  // never destroyed: outlives every TensorRT object
   std::unique_ptr<nvinfer1::IRuntime> runtime_;  // delete is the release call on 8.x (destroy() deprecated) and later
   std::unique_ptr<nvinfer1::ICudaEngine> engine_;
   std::unique_ptr<nvinfer1::IExecutionContext> context_;
