@@ -400,3 +400,49 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
     trt.Builder, trt.OnnxParser, trt.Runtime = Builder, Parser, Runtime
     trt._strict_classes = (TimingCache, Profile, Config, Tensor, Network, Builder, Parser, Context, Engine, Runtime)
     return trt
+
+
+# ----------------------------------------------------------------------------- what a Jetson has (device record)
+
+# /etc/nv_tegra_release of JetPack 6.1 (L4T 36.4.0) and of JetPack 5.1 (L4T 35.2.1)
+TEGRA_36_4 = "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 04:36:44 UTC 2024\n"
+TEGRA_35_2 = "# R35 (release), REVISION: 2.1, GCID: 32413640, BOARD: t186ref, EABI: aarch64, DATE: Tue Jan 24 23:38:33 UTC 2023\n"
+# /etc/nvpmodel.conf of a Jetson AGX Orin (excerpt: the POWER_MODEL headers and the default)
+NVPMODEL_CONF = """< PARAM TYPE=CLOCK NAME=GPU >
+MAX_FREQ /sys/devices/platform/17000000.gpu/devfreq_dev/max_freq
+
+< POWER_MODEL ID=0 NAME=MAXN >
+CPU_ONLINE CORE_0 1
+GPU MAX_FREQ -1
+
+< POWER_MODEL ID=1 NAME=MODE_15W >
+CPU_ONLINE CORE_0 1
+GPU MAX_FREQ 420750000
+
+< POWER_MODEL ID=2 NAME=MODE_30W >
+GPU MAX_FREQ 624750000
+
+< PM_CONFIG DEFAULT=2 >
+"""
+
+
+def jetson_tree(root: Path, *, tegra: str = TEGRA_36_4, pmode: int = 0, gpu_hz=(1300500000, 306000000, 1300500000),
+                emc_hz=(3199000000, 204000000, 3199000000), gpu_node: str = "17000000.gpu", gpu_name: str = "gpu") -> Path:
+    """A fixture root with the files a Jetson AGX Orin has (values in Hz, as the kernel writes them)."""
+    files = {"etc/nv_tegra_release": tegra, "etc/nvpmodel.conf": NVPMODEL_CONF,
+             "var/lib/nvpmodel/status": f"pmode:{pmode:04d} fmode:quiet\n",
+             f"sys/class/devfreq/{gpu_node}/device/of_node/name": gpu_name + "\n",
+             "sys/class/devfreq/15340000.vic/device/of_node/name": "vic\n",
+             "sys/class/devfreq/15340000.vic/cur_freq": "115200000\n"}
+    for name, hz in zip(("cur_freq", "min_freq", "max_freq"), gpu_hz):
+        files[f"sys/class/devfreq/{gpu_node}/{name}"] = f"{hz}\n"
+    for name, hz in zip(("rate", "min_rate", "max_rate"), emc_hz):
+        files[f"sys/kernel/debug/bpmp/debug/clk/emc/{name}"] = f"{hz}\n"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def no_commands(argv):
+    return None  # neither nvpmodel nor dpkg-query can be run

@@ -375,13 +375,23 @@ def _cc(value: Any) -> tuple[int, int]:
     return major, minor
 
 
-def hardware_level(trt: Any, version: str, level: bool | str, compute_capability: str | None = None) -> Any:
+NO_HARDWARE_COMPATIBILITY_ON_JETSON = (
+    "hardware-compatible plans are not supported on Jetson (TensorRT developer guide, 'Hardware Compatibility': "
+    "supported only for Ampere and later GPUs, not on NVIDIA DRIVE OS or JetPack)")
+
+
+def hardware_level(trt: Any, version: str, level: bool | str, compute_capability: str | None = None, *,
+                   jetson: bool = False) -> Any:
     """The ``trt.HardwareCompatibilityLevel`` member for ``config.hardware_compatibility_level``, or
     None for the default (plan tied to this GPU). AMPERE_PLUS needs TensorRT 8.6+ and an Ampere or
-    newer build GPU (compute capability >= 8.0); SAME_COMPUTE_CAPABILITY needs 10.9+ [S1, S10]."""
+    newer build GPU (compute capability >= 8.0); SAME_COMPUTE_CAPABILITY needs 10.9+ [S1, S10]; neither
+    exists on a Jetson (``jetson``: the build machine is one)."""
     name = hardware_level_name(level)
     if name == "none":
         return None
+    if jetson:
+        raise EdgesegError(f"hardware compatibility {name} cannot be used: {NO_HARDWARE_COMPATIBILITY_ON_JETSON}; "
+                           "drop the option (a Jetson plan runs on the Jetson model it was built on)")
     if name == "ampere_plus":
         if not _at_least(version, 8, 6):
             raise EdgesegError(f"hardware-compatible plans need TensorRT 8.6+, found {version}; drop the option")
@@ -407,13 +417,35 @@ def _version_runs(built: str, runtime: str, version_compatible: bool) -> bool:
     return b[0] == r[0] or (b[0], r[0]) in _CROSS_MAJOR_VC  # [S10]
 
 
+def _platform_key(record: Mapping[str, Any]) -> tuple[Any, Any, bool]:
+    return record.get("os"), record.get("arch"), bool(record.get("jetson"))
+
+
+def platform_problems(built: Mapping[str, Any] | None, runtime: Mapping[str, Any] | None, level: str) -> list[str]:
+    """Why a plan built on platform ``built`` (``trt_device.platform_record``: os, arch, jetson) with hardware
+    compatibility ``level`` cannot run on platform ``runtime``. "Serialized engines are not portable across
+    platforms" (TensorRT 8.5.3 / 8.6.1 / 10.x support matrix), whatever their compatibility level, and
+    hardware-compatible plans do not exist on Jetson. A record without a platform (older manifests) is not
+    compared, but a hardware-compatible plan is still refused on a Jetson."""
+    from edgeseg.backends.trt_device import platform_text
+
+    problems = []
+    if built and runtime and _platform_key(built) != _platform_key(runtime):
+        problems.append(f"built on {platform_text(built)}, this machine is {platform_text(runtime)} (plans are not "
+                        "portable across platforms)")
+    if level != "none" and runtime and runtime.get("jetson"):
+        problems.append(f"the plan is hardware-compatible ({level}) and {NO_HARDWARE_COMPATIBILITY_ON_JETSON}")
+    return problems
+
+
 def engine_compatibility(built: Mapping[str, Any], runtime: Mapping[str, Any]) -> list[str]:
     """Human-readable reasons a plan built as ``built`` cannot run on ``runtime``; empty = compatible.
 
     Both dicts hold ``trt_version`` and ``compute_capability`` ("8.7"); ``built`` also
     ``version_compatible`` (bool) and ``hardware_compatible`` (False/True or a level name), and
-    either may hold ``gpu`` (the device name). A plan runs only on the TensorRT version, GPU and
-    platform it was built on, unless built version / hardware compatible [S10, notes 7.13].
+    either may hold ``gpu`` (the device name) and ``platform`` (``platform_problems``). A plan runs
+    only on the TensorRT version, GPU and platform it was built on, unless built version / hardware
+    compatible [S10, notes 7.13]; hardware compatibility never crosses platforms.
     """
     for record, what in ((built, "engine record"), (runtime, "runtime record")):
         missing = [k for k in ("trt_version", "compute_capability") if not record.get(k)]
@@ -436,7 +468,7 @@ def engine_compatibility(built: Mapping[str, Any], runtime: Mapping[str, Any]) -
         problems.append(f"built for compute capability {b_cc[0]}.{b_cc[1]}, this GPU is {r_cc[0]}.{r_cc[1]}")
     elif level == "none" and built.get("gpu") and runtime.get("gpu") and built["gpu"] != runtime["gpu"]:
         problems.append(f"built on {built['gpu']}, this GPU is {runtime['gpu']} (the plan is not hardware-compatible)")
-    return problems
+    return problems + platform_problems(built.get("platform"), runtime.get("platform"), level)
 
 
 def incompatibility_message(problems: Sequence[str], engine: str, bundle_dir: str) -> str:
@@ -613,10 +645,10 @@ def is_default_stream(handle: int) -> bool:
     return int(handle) in DEFAULT_STREAM_HANDLES
 
 
-__all__ = ["ADDRESS_ALIGNMENT", "HARDWARE_LEVELS", "JETPACK_6_1_TRT", "JETSON", "NO_IMPLICIT_INT8", "PRECISIONS", "PrecisionPlan",
+__all__ = ["ADDRESS_ALIGNMENT", "HARDWARE_LEVELS", "NO_HARDWARE_COMPATIBILITY_ON_JETSON", "JETPACK_6_1_TRT", "JETSON", "NO_IMPLICIT_INT8", "PRECISIONS", "PrecisionPlan",
            "RELEASE_LINES", "builder_flags", "cache_calibrator", "calibration_algorithm", "calibration_cache_header",
            "dla_support", "engine_compatibility", "engine_role", "engine_source", "has_implicit_int8",
            "hardware_level", "hardware_level_name", "incompatibility_message", "is_aligned", "is_default_stream", "network_flags",
-           "numpy_dtype", "onnx_precision", "parser_errors", "precision_plan", "profile_shapes", "release_line",
+           "numpy_dtype", "onnx_precision", "parser_errors", "platform_problems", "precision_plan", "profile_shapes", "release_line",
            "require_build_support", "require_compatible", "require_dla_cores", "require_implicit_int8",
            "retarget_calibration_cache", "trt_major", "version_code", "version_tuple"]

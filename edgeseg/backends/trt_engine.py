@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeseg.backends import trt_api, trt_env
+from edgeseg.backends.trt_device import device_record
 from edgeseg.backends.artifacts import TIMING_CACHE, role_file
 from edgeseg.errors import EdgesegError
 from edgeseg.io_utils import atomic_path, ensure_parent
@@ -94,6 +95,8 @@ class EngineInfo:
     build_seconds: float
     typing: str = "weak"  # "strong" (the ONNX decides every layer's type) or "weak" (builder flags)
     precision_mix: str = ""  # what the layers run in, e.g. "int8 (Q/DQ) + fp16 (builder flags)"
+    platform: dict[str, Any] = field(default_factory=dict)  # trt_device.platform_record of the build machine
+    device: dict[str, Any] = field(default_factory=dict)  # trt_device.device_record: JetPack, power mode, clocks
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -229,7 +232,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
                                   strongly_typed=strongly_typed, has_calibration_cache=cache_bytes is not None,
                                   fp16_qdq=summary.fp16_qdq)
     gpu = trt_env.runtime_info()
-    level = trt_api.hardware_level(trt, version, hardware_compatible, gpu["compute_capability"])
+    level = trt_api.hardware_level(trt, version, hardware_compatible, gpu["compute_capability"],
+                                   jetson=bool(gpu["platform"]["jetson"]))
 
     logger = trt_env.logger(trt)
     since = logger.mark()  # this build's errors only: the logger is the process's one
@@ -255,7 +259,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
                       plan.onnx_precision, plan.strongly_typed, plan.implicit_int8, input_name,
                       {"min": list(lo), "opt": list(opt), "max": list(hi)}, dla_core, bool(version_compatible),
                       trt_api.hardware_level_name(hardware_compatible), int(workspace_bytes), round(seconds, 3),
-                      plan.typing, plan.precision_mix)
+                      plan.typing, plan.precision_mix, gpu["platform"], device_record(trt_version=version))
 
 
 # ----------------------------------------------------------------------------- the bundle's engine (registry hook)

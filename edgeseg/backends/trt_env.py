@@ -40,8 +40,11 @@ def require(module: str) -> Any:
                            f"the GPU machine with {EXTRA} (JetPack ships TensorRT) or use --backend ort") from None
 
 
-def runtime_info(device: int = 0) -> dict[str, str]:
-    """This machine's side of ``trt_api.engine_compatibility``: trt_version, compute_capability, gpu."""
+def runtime_info(device: int = 0) -> dict[str, Any]:
+    """This machine's side of ``trt_api.engine_compatibility``: trt_version, compute_capability, gpu and
+    platform (``trt_device.platform_record``: OS, CPU architecture, Jetson or not)."""
+    from edgeseg.backends.trt_device import platform_record
+
     trt, cuda = require("tensorrt"), require("pycuda.driver")
     try:
         cuda.init()
@@ -51,7 +54,8 @@ def runtime_info(device: int = 0) -> dict[str, str]:
     except cuda.Error as e:
         raise EdgesegError(f"no usable CUDA GPU {device} for TensorRT ({' '.join(str(e).split())}); check the driver "
                            "and CUDA_VISIBLE_DEVICES, or use --backend ort") from None
-    return {"trt_version": trt.__version__, "compute_capability": f"{major}.{minor}", "gpu": name}
+    return {"trt_version": trt.__version__, "compute_capability": f"{major}.{minor}", "gpu": name,
+            "platform": platform_record()}
 
 
 _LOGGER: tuple[Any, Any] | None = None  # (the tensorrt module, its one logger)

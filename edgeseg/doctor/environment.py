@@ -7,17 +7,10 @@ from __future__ import annotations
 
 import importlib
 import platform
-import subprocess
 import sys
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from edgeseg.doctor.report import Report, Skip
-
-TEGRA_RELEASE = Path("/etc/nv_tegra_release")
-# L4T release -> JetPack (NVIDIA's JetPack archive); anything else is reported as L4T only.
-JETPACK_OF_L4T = {"35.3": "5.1.1", "35.4": "5.1.2", "35.5": "5.1.3", "35.6": "5.1.4", "36.2": "6.0 DP", "36.3": "6.0",
-                  "36.4": "6.1 / 6.2"}
 
 
 @dataclass
@@ -28,6 +21,7 @@ class Environment:
     gpu: str | None = None
     compute_capability: str | None = None
     dla_cores: int | None = None
+    device: dict = field(default_factory=dict)  # trt_device.device_record of this machine
 
     @property
     def can_build(self) -> bool:
@@ -50,28 +44,6 @@ def _version(module: str) -> str | None:
     return str(getattr(mod, "__version__", getattr(mod, "VERSION_TEXT", "unknown")))
 
 
-def jetpack_release() -> str | None:
-    """'L4T 36.4.0 (JetPack 6.1 / 6.2)' on a Jetson, None elsewhere."""
-    if not TEGRA_RELEASE.is_file():
-        return None
-    text = TEGRA_RELEASE.read_text(errors="replace")
-    import re
-
-    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
-    if not m:
-        return f"L4T ({text.splitlines()[0][:60] if text else 'unreadable'})"
-    l4t = f"{m.group(1)}.{m.group(2)}"
-    jp = JETPACK_OF_L4T.get(".".join(l4t.split(".")[:2]))
-    try:  # the exact JetPack, where the meta package is installed
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"], capture_output=True,
-                             text=True, timeout=10)
-        if out.returncode == 0 and out.stdout.strip():
-            jp = out.stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return f"L4T {l4t}" + (f" (JetPack {jp})" if jp else "")
-
-
 def survey(report: Report) -> Environment:
     """Add one row per fact to ``report``; return what the engine checks need."""
     env = Environment()
@@ -90,12 +62,21 @@ def survey(report: Report) -> Environment:
 
         row.detail = f"{ort.__version__}, providers {', '.join(ort.get_available_providers())}"
     _dla_row(report, env)
-    with report.check("JetPack") as row:
-        release = jetpack_release()
-        if release is None:
-            raise Skip(f"not a Jetson (no {TEGRA_RELEASE})", "")
-        row.detail = release
+    _device_row(report, env)
     return env
+
+
+def _device_row(report: Report, env: Environment) -> None:
+    """JetPack / L4T, power mode, jetson_clocks and clocks (``trt_device.device_record``): what engine manifests
+    and bench results record; a Jetson's figures depend on them."""
+    from edgeseg.backends import trt_device
+
+    with report.check("JetPack") as row:
+        env.device = trt_device.device_record(trt_version=env.trt_version)
+        if not env.device["platform"]["jetson"]:
+            raise Skip(f"not a Jetson (no /{trt_device.TEGRA_RELEASE}): "
+                       f"{trt_device.platform_text(env.device['platform'])}", "")
+        row.detail = trt_device.setup_summary(env.device)
 
 
 def _gpu_row(report: Report, env: Environment) -> None:

@@ -281,6 +281,12 @@ Bundle Bundle::open(const std::string& dir) {
       r.version_compatible = e.value("version_compatible", false);
       r.hardware_compatible = hardware_level(e.contains("hardware_compatible") ? e["hardware_compatible"] : json());
       if (e.contains("dla_core") && e["dla_core"].is_number_integer()) r.dla_core = e["dla_core"].get<int>();
+      if (e.contains("platform") && e["platform"].is_object()) {
+        const json& pl = e["platform"];
+        r.platform_os = pl.value("os", std::string());
+        r.platform_arch = pl.value("arch", std::string());
+        if (pl.contains("jetson") && pl["jetson"].is_boolean()) r.platform_jetson = pl["jetson"].get<bool>();
+      }
       b.engine_ = r;
     }
   } catch (const json::exception& e) {

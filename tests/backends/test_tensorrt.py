@@ -346,6 +346,52 @@ def test_incompatibility_names_every_difference_and_the_rebuild_command():
     assert "`edgeseg build --from out --backend trt`" in msg
 
 
+X86_DGPU = {"os": "linux", "arch": "x86_64", "jetson": False}
+ORIN = {"os": "linux", "arch": "aarch64", "jetson": True}
+SBSA = {"os": "linux", "arch": "aarch64", "jetson": False}  # e.g. GH200: aarch64 with a discrete GPU
+
+
+def test_an_x86_ampere_plus_plan_is_not_declared_runnable_on_an_orin():
+    """The old check compared only versions and compute capability: an AMPERE_PLUS plan built on an RTX 3090
+    (x86) "ran" on an Orin (8.7 >= 8.0). Plans are not portable across platforms (TensorRT support matrix) and
+    hardware-compatible plans do not exist on JetPack."""
+    built = dict(_built(cc="8.6", hw="ampere_plus", gpu="NVIDIA GeForce RTX 3090"), platform=X86_DGPU)
+    here = dict(_here(cc="8.7", gpu="Orin"), platform=ORIN)
+    problems = trt_api.engine_compatibility(built, here)
+    assert any("built on linux x86_64 (discrete GPU), this machine is linux aarch64 (Jetson)" in p for p in problems)
+    assert any("not supported on Jetson" in p for p in problems)
+    # an older record without a platform: the Jetson rule alone still refuses the hardware-compatible plan
+    assert trt_api.engine_compatibility(_built(cc="8.6", hw="ampere_plus"), here)
+
+
+@pytest.mark.parametrize("built,here,ok", [
+    (X86_DGPU, X86_DGPU, True), (ORIN, ORIN, True), (SBSA, ORIN, False), (X86_DGPU, SBSA, False),
+    ({"os": "win32", "arch": "x86_64", "jetson": False}, X86_DGPU, False), (None, ORIN, True),
+])
+def test_plans_stay_on_their_platform(built, here, ok):
+    record = dict(_built(), platform=built) if built else _built()
+    assert (trt_api.engine_compatibility(record, dict(_here(), platform=here)) == []) is ok
+
+
+def test_hardware_compatible_builds_are_refused_on_a_jetson():
+    assert trt_api.hardware_level(TRT10, "10.3.0", "ampere_plus", "8.6", jetson=False).name == "AMPERE_PLUS"
+    with pytest.raises(EdgesegError, match="not supported on Jetson.*JetPack"):
+        trt_api.hardware_level(TRT10, "10.3.0", "ampere_plus", "8.7", jetson=True)
+    assert trt_api.hardware_level(TRT10, "10.3.0", "none", "8.7", jetson=True) is None
+
+
+def test_the_engine_record_names_its_platform_and_device(fake_backend, tmp_path, monkeypatch):
+    import edgeseg.backends.trt_device as trt_device
+
+    fake_backend((1, 3, 8, 8))
+    info = build_engine(_write_onnx(tmp_path / "m.onnx"), tmp_path / "m.engine")
+    assert info.platform == trt_device.platform_record() and info.device["platform"] == info.platform
+    assert {"tensorrt", "cuda", "cudnn"} <= set(info.device) and info.device["tensorrt"] == "10.3.0"
+    monkeypatch.setattr(trt_device, "platform_record", lambda *a, **k: dict(ORIN))
+    with pytest.raises(EdgesegError, match="not supported on Jetson"):
+        build_engine(tmp_path / "m.onnx", tmp_path / "m2.engine", hardware_compatible=True)
+
+
 def test_engine_record_without_versions_is_refused():
     with pytest.raises(EdgesegError, match="engine record lacks trt_version"):
         trt_api.engine_compatibility({"compute_capability": "8.7"}, _here())

@@ -75,6 +75,8 @@ struct EngineRecord {
   bool version_compatible = false;
   std::string hardware_compatible = "none";  // none | ampere_plus | same_compute_capability
   std::optional<int> dla_core;
+  std::string platform_os, platform_arch;  // engine.platform of the manifest ("linux", "aarch64"); empty: not recorded
+  std::optional<bool> platform_jetson;
 };
 
 // What this machine offers a TensorRT engine.

@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <fstream>
 #include <type_traits>
 #include <sstream>
 
@@ -187,6 +188,50 @@ class TensorRtBackend final : public Backend {
   std::size_t in_cap_ = 0, out_cap_ = 0;
 };
 
+// This machine's platform, spelled as edgeseg.backends.trt_device.platform_record spells it.
+std::string this_os() {
+#if defined(_WIN32)
+  return "win32";
+#elif defined(__linux__)
+  return "linux";
+#else
+  return "other";
+#endif
+}
+
+std::string this_arch() {
+#if defined(__aarch64__) || defined(_M_ARM64)
+  return "aarch64";
+#elif defined(__x86_64__) || defined(_M_X64)
+  return "x86_64";
+#else
+  return "other";
+#endif
+}
+
+bool this_is_jetson() { return std::ifstream("/etc/nv_tegra_release").good(); }  // an L4T system
+
+std::string platform_text(const std::string& os, const std::string& arch, bool jetson) {
+  return os + " " + arch + (jetson ? " (Jetson)" : " (discrete GPU)");
+}
+
+// edgeseg.backends.trt_api.platform_problems: plans are not portable across platforms, and hardware-compatible
+// plans do not exist on Jetson (TensorRT developer guide, "Hardware Compatibility").
+std::vector<std::string> platform_problems(const EngineRecord& built) {
+  std::vector<std::string> problems;
+  const bool jetson = this_is_jetson();
+  const bool built_jetson = built.platform_jetson.value_or(false);
+  if (!built.platform_os.empty() &&
+      (built.platform_os != this_os() || built.platform_arch != this_arch() || built_jetson != jetson))
+    problems.push_back("built on " + platform_text(built.platform_os, built.platform_arch, built_jetson) +
+                       ", this machine is " + platform_text(this_os(), this_arch(), jetson) +
+                       " (plans are not portable across platforms)");
+  if (built.hardware_compatible != "none" && jetson)
+    problems.push_back("the plan is hardware-compatible (" + built.hardware_compatible +
+                       ") and hardware-compatible plans are not supported on Jetson");
+  return problems;
+}
+
 std::string tensorrt_unusable(const Bundle& bundle, const Options& options) {
   if (!bundle.has_role("engine") || !bundle.engine())
     return bundle.root() + " has no TensorRT engine; on the device run `" + std::string(kRebuild) + bundle.root() +
@@ -194,7 +239,8 @@ std::string tensorrt_unusable(const Bundle& bundle, const Options& options) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count <= options.device)
     return "no CUDA GPU " + std::to_string(options.device) + " here for TensorRT; use the openvino backend";
-  const auto problems = engine_problems(comparable(*bundle.engine()), runtime_record(options.device));
+  auto problems = engine_problems(comparable(*bundle.engine()), runtime_record(options.device));
+  for (auto& p : platform_problems(*bundle.engine())) problems.push_back(std::move(p));
   if (problems.empty()) return {};
   std::string all;
   for (const auto& p : problems) all += (all.empty() ? "" : "; ") + p;

@@ -1,4 +1,5 @@
-"""The C++ TensorRT backend's logger (native/src/backends/tensorrt_logger.hpp): one per process, never destroyed.
+"""The C++ TensorRT backend: its logger (native/src/backends/tensorrt_logger.hpp), one per process and never
+destroyed, and its platform check.
 
 TensorRT keeps the first logger it is given for every later builder / runtime (NVIDIA/TensorRT#1475: "TensorRT
 maintains only a single logger pointer at any given time"). The old backend owned a logger per runner, so a
@@ -96,3 +97,13 @@ def test_the_backend_uses_the_process_logger_and_checks_every_address():
     assert "createInferRuntime(logger_)" in source and "last_error()" not in source
     assert not re.search(r"^\s*context_->setTensorAddress", source, re.M)  # only inside bind(), result checked
     assert "if (!context_->setTensorAddress(" in source
+
+
+def test_the_backend_refuses_plans_of_another_platform_and_hardware_compatible_plans_on_jetson():
+    """edgeseg.backends.trt_api.platform_problems, in C++: the manifest's engine.platform (read by bundle.cpp) is
+    compared with this machine's OS, architecture and L4T; the old backend compared versions and GPUs only."""
+    source = (BACKEND / "tensorrt_backend.cpp").read_text()
+    assert "for (auto& p : platform_problems(*bundle.engine()))" in source
+    assert '"/etc/nv_tegra_release"' in source and "not portable across platforms" in source
+    bundle = (REPO / "native" / "src" / "bundle.cpp").read_text()
+    assert 'r.platform_arch = pl.value("arch"' in bundle
