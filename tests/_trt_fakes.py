@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 SURFACE_DIR = Path(__file__).resolve().parents[1] / "tools" / "trt_surface"
-RELEASES = ("8.6.1", "10.3.0", "10.16.1", "11.4.0")  # the committed surfaces
+RELEASES = ("8.5.2", "8.6.1", "10.3.0", "10.16.1", "11.4.0")  # the committed surfaces
 ENUMS = ("NetworkDefinitionCreationFlag", "BuilderFlag", "HardwareCompatibilityLevel", "MemoryPoolType", "DeviceType",
          "TensorIOMode", "DataType", "CalibrationAlgoType")
 
@@ -68,12 +68,12 @@ def load_surface(release: str) -> Surface:
 
 
 def release_for(version: str) -> str:
-    """The committed surface that stands for TensorRT ``version``: 8.x -> 8.6.1, 10.0-10.8 -> 10.3.0,
+    """The committed surface that stands for TensorRT ``version``: 8.5 -> 8.5.2, 8.6 -> 8.6.1, 10.0-10.8 -> 10.3.0,
     10.9+ -> 10.16.1, 11+ -> 11.4.0."""
     parts = [int(p) for p in re.findall(r"\d+", version)[:2]] + [0]
     major, minor = parts[0], parts[1]
     if major < 10:
-        return "8.6.1"
+        return "8.5.2" if (major, minor) <= (8, 5) else "8.6.1"
     if major == 10:
         return "10.3.0" if minor <= 8 else "10.16.1"
     return "11.4.0"
@@ -405,8 +405,10 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
 # ----------------------------------------------------------------------------- what a Jetson has (device record)
 
 # /etc/nv_tegra_release of JetPack 6.1 (L4T 36.4.0) and of JetPack 5.1 (L4T 35.2.1)
-TEGRA_36_4 = "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 04:36:44 UTC 2024\n"
-TEGRA_35_2 = "# R35 (release), REVISION: 2.1, GCID: 32413640, BOARD: t186ref, EABI: aarch64, DATE: Tue Jan 24 23:38:33 UTC 2023\n"
+TEGRA_36_4 = ("# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, "
+              "DATE: Fri Sep 13 04:36:44 UTC 2024\n")
+TEGRA_35_2 = ("# R35 (release), REVISION: 2.1, GCID: 32413640, BOARD: t186ref, EABI: aarch64, "
+              "DATE: Tue Jan 24 23:38:33 UTC 2023\n")
 # /etc/nvpmodel.conf of a Jetson AGX Orin (excerpt: the POWER_MODEL headers and the default)
 NVPMODEL_CONF = """< PARAM TYPE=CLOCK NAME=GPU >
 MAX_FREQ /sys/devices/platform/17000000.gpu/devfreq_dev/max_freq
@@ -427,7 +429,8 @@ GPU MAX_FREQ 624750000
 
 
 def jetson_tree(root: Path, *, tegra: str = TEGRA_36_4, pmode: int = 0, gpu_hz=(1300500000, 306000000, 1300500000),
-                emc_hz=(3199000000, 204000000, 3199000000), gpu_node: str = "17000000.gpu", gpu_name: str = "gpu") -> Path:
+                emc_hz=(3199000000, 204000000, 3199000000), gpu_node: str = "17000000.gpu",
+                gpu_name: str = "gpu") -> Path:
     """A fixture root with the files a Jetson AGX Orin has (values in Hz, as the kernel writes them)."""
     files = {"etc/nv_tegra_release": tegra, "etc/nvpmodel.conf": NVPMODEL_CONF,
              "var/lib/nvpmodel/status": f"pmode:{pmode:04d} fmode:quiet\n",

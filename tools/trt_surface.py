@@ -36,8 +36,11 @@ import sys
 import zipfile
 from pathlib import Path
 
-# version label -> (pip requirement, NVIDIA/TensorRT branch holding its sources)
+# version label -> (pip requirement, NVIDIA/TensorRT branch holding its sources[, the wheel's Python])
 VERSIONS = {
+    # JetPack 5.1 (Xavier, Orin); 8.5 has no separate bindings wheel: the whole tensorrt wheel (cp36-cp310)
+    # holds tensorrt/tensorrt.so, and only that file and __init__.py are read
+    "8.5.2": ("tensorrt==8.5.2.2", "release/8.5", "3.8"),
     "8.6.1": ("tensorrt-bindings==8.6.1", "release/8.6"),
     "10.3.0": ("tensorrt-cu12-bindings==10.3.0", "release/10.3"),  # JetPack 6.1
     "10.16.1": ("tensorrt-cu12-bindings==10.16.1.11", "release/10.16"),  # newest 10.x on PyPI
@@ -48,11 +51,13 @@ SOURCES = ["python/src/infer/pyCore.cpp", "python/src/infer/pyInt8.cpp", "python
            "python/src/parsers/pyOnnx.cpp"]
 HEADERS = ["include/NvInfer.h", "include/NvInferRuntime.h", "include/NvInferRuntimeBase.h",
            "include/NvInferRuntimeCommon.h", "include/NvInferVersion.h", "include/NvOnnxParser.h"]
+VERSION_HEADERS = ("include/NvInferRuntimeBase.h", "include/NvInferRuntimeCommon.h")  # 8.5 has no ...Base.h
 # What edgeseg's TensorRT code (build, run, calibrate-from-cache, doctor) may touch.
 CLASSES = ["<module>", "ILogger", "ILogger.Severity", "Logger", "Builder", "IBuilderConfig", "BuilderFlag",
            "NetworkDefinitionCreationFlag", "MemoryPoolType", "DeviceType", "HardwareCompatibilityLevel",
            "ITimingCache", "IOptimizationProfile", "INetworkDefinition", "ITensor", "IHostMemory", "Runtime",
-           "ICudaEngine", "IExecutionContext", "IEngineInspector", "TensorIOMode", "LayerInformationFormat", "DataType", "IInt8Calibrator",
+           "ICudaEngine", "IExecutionContext", "EngineInspector", "TensorIOMode", "LayerInformationFormat", "DataType",
+           "IInt8Calibrator",
            "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator", "CalibrationAlgoType", "OnnxParser", "ParserError",
            "ErrorCode", "OnnxParserFlag", "EngineCapability", "ProfilingVerbosity"]
 CHAIN = re.compile(r'\.(def|def_static|def_property|def_property_readonly|def_readwrite|def_readonly|value)\s*\(\s*'
@@ -225,13 +230,13 @@ def git_commit(repo: Path, branch: str) -> str:
     return "unknown"
 
 
-def download(requirement: str, wheels: Path) -> Path:
+def download(requirement: str, wheels: Path, python: str = "3.11") -> Path:
     name = requirement.split("==")[0].replace("-", "_")
     version = requirement.split("==")[1]
     found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
     if not found:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                        "--index-url", "https://pypi.org/simple", "--python-version", "3.11",
+                        "--index-url", "https://pypi.org/simple", "--python-version", python,
                         "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64",
                         "-d", str(wheels), requirement], check=True)
         found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
@@ -239,8 +244,8 @@ def download(requirement: str, wheels: Path) -> Path:
 
 
 def surface(label: str, repo: Path, wheels: Path, local_headers: Path | None, command: str) -> str:
-    requirement, branch = VERSIONS[label]
-    wheel = download(requirement, wheels)
+    requirement, branch, *python = VERSIONS[label]
+    wheel = download(requirement, wheels, *python)
     with zipfile.ZipFile(wheel) as z:
         so_name = next(n for n in z.namelist() if n.endswith("/tensorrt.so"))
         so = z.read(so_name)
@@ -269,7 +274,8 @@ def surface(label: str, repo: Path, wheels: Path, local_headers: Path | None, co
             continue
         used_headers.append(path)
         (onnx_enums if path.endswith("NvOnnxParser.h") else enums).update(parse_enums(text))
-    formula = version_formula(git_show(repo, branch, "include/NvInferRuntimeBase.h") or "")
+    formula_header = next(h for h in (*VERSION_HEADERS, "") if not h or git_show(repo, branch, h) is not None)
+    formula = version_formula(git_show(repo, branch, formula_header) or "") if formula_header else "unknown"
     agree = "not compared"
     if local_headers is not None:
         local = local_headers / branch.split("/")[1] / "include"
@@ -295,7 +301,7 @@ def surface(label: str, repo: Path, wheels: Path, local_headers: Path | None, co
              f"# structure: NVIDIA/TensorRT {branch} @ {git_commit(repo, branch)}: {', '.join(used_sources)}",
              f"# enum values: {branch} {', '.join(used_headers)} (local ../shared headers: {agree})",
              f"# version code (NV_TENSORRT_VERSION, the calibration cache header): {formula} "
-             f"({branch} include/NvInferRuntimeBase.h)",
+             f"({branch} {formula_header})",
              "# line: <Class>[.<member>] <kind> [= <value>]; kinds: class, enum, def, property, value, python",
              "# kept only when the binary (or the wheel's __init__.py for 'python') holds the name"]
     missing = []

@@ -9,8 +9,10 @@ unit-tested without TensorRT and read against ../shared/docs/tensorrt-notes.md, 
 ([S1] etc.) the comments cite. Nothing here imports tensorrt, pycuda or a GPU library;
 ``trt_engine`` (build) and ``trt_runner`` (run) make the calls.
 
-Supported: building with TensorRT 8.6, 10.x and 11.x (12+ is treated like 11: strongly typed
-only); running plans with 8.5+ (8.5 has every runtime call used [S1]).
+Supported: building and running with TensorRT 8.5 (JetPack 5.1), 8.6, 10.x and 11.x (12+ is treated like
+11: strongly typed only). 8.5 has every call the default build and the runner use (tools/trt_surface/8.5.2.txt,
+from the 8.5.2.2 wheel and release/8.5); what it lacks (version- and hardware-compatible plans, parser
+``node_name``) is refused in one line or replaced (node names from the ONNX graph).
 """
 from __future__ import annotations
 
@@ -67,33 +69,66 @@ def _at_least(version: str, *minimum: int) -> bool:
     return _padded(version, len(minimum)) >= minimum
 
 
-RELEASE_LINES = ("8.6", "10", "11")  # what `edgeseg check --trt` names: 8.6 = JetPack 6.0, 10 = 10.0-10.3, 11 = 11.x
+RELEASE_LINES = ("8.5", "8.6", "10", "11")  # what `edgeseg check --trt` names: 8.5 = JetPack 5.1, 8.6 = JetPack 6.0,
+# 10 = 10.0-10.3 (JetPack 6.1), 11 = 11.x
 
 
 def release_line(version: str) -> str:
-    """The release line of a version: '8.6', '8.6.1' -> '8.6'; '10', '10.3' -> '10'; '11.4' (and 12+) -> '11'."""
+    """The release line of a version: '8.5.2' -> '8.5'; '8.6', '8.6.1' -> '8.6'; '10', '10.3' -> '10'; '11.4'
+    (and 12+) -> '11'."""
     major, minor = _padded(version, 2)[:2]
-    if (major, minor) == (8, 6):
-        return "8.6"
+    if (major, minor) in ((8, 5), (8, 6)):
+        return f"8.{minor}"
     if major >= 10:
         return "10" if major == 10 else "11"
     raise EdgesegError(f"unsupported TensorRT version {version!r}: expected one of {', '.join(RELEASE_LINES)} "
-                       "(8.6 = JetPack 6.0, 10 = 10.0-10.3 / JetPack 6.1, 11 = 11.x)")
+                       "(8.5 = JetPack 5.1, 8.6 = JetPack 6.0, 10 = 10.0-10.3 / JetPack 6.1, 11 = 11.x)")
+
+
+def require_version_compatible(version: str) -> None:
+    """Refuse a version-compatible build or plan on a TensorRT without them (BuilderFlag.VERSION_COMPATIBLE and
+    Runtime.engine_host_code_allowed are 8.6+: absent from tools/trt_surface/8.5.2.txt) [S10]."""
+    if not _at_least(version, 8, 6):
+        raise EdgesegError(f"TensorRT {version} has no version-compatible plans (8.6+); drop version_compatible, or "
+                           "build the engine on the device that runs it")
 
 
 # ----------------------------------------------------------------------------- DLA
-# Where DLA exists, per release and platform. From NVIDIA's TensorRT documentation ("Working with DLA"
-# of 11.3.0, 11.4.0 and 11.4.1; release notes 11.4.0 / 11.4.1): 10.7 was the last 10.x release with DLA,
-# 11.0-11.3 have none, 11.4.0 has it on Windows on ARM only (beta), 11.4.1 restores it on Jetson AGX Orin
-# with JetPack >= 7.2.2 and keeps Windows on ARM. The headers (../shared/third_party/tensorrt) and the
-# binding surfaces (tools/trt_surface) keep the whole DLA API in every release, so they cannot tell.
-# Before 11 DLA is a Jetson matter: ``builder.num_DLA_cores`` says whether this device has one.
+# Where DLA exists, per release and platform: the one table lint (trt_lint), build (require_build_support,
+# builder_flags) and doctor (environment._dla_row) read. From NVIDIA's TensorRT documentation: "Working with
+# DLA" and "Strongly Typed Networks for DLA" of 11.3.0, 11.4.0 and 11.4.1, the 11.4.1 release notes ("TensorRT
+# 11.4.1 supports DLA on NVIDIA Jetson AGX Orin when using NVIDIA JetPack 7.2.2 or later ... DLA is not supported
+# on Jetson Thor or for NVIDIA DriveOS deployments"; "DLA builds on NVIDIA Jetson AGX Orin use strongly typed
+# networks"), and "Migrating TensorRT from 10.x to 11.x on Jetson/JetPack" of 11.4.1 ("Jetson Orin on NVIDIA
+# JetPack 6.x is not supported in TensorRT 11.4.1"): 10.7 was the last 10.x release with DLA, 11.0-11.3 have
+# none, 11.4.0 has it on Windows on ARM only (beta: no GPU fallback, batch 1). Before 11, DLA is a Jetson
+# (Xavier, Orin; JetPack 5.x ships 8.5, JetPack 6.x 8.6 / 10.3) matter. The headers
+# (../shared/third_party/tensorrt) and binding surfaces (tools/trt_surface) keep the whole DLA API in every
+# release, so they cannot tell; ``builder.num_DLA_cores`` says whether this device has a DLA at all.
 JETSON = ("linux", "aarch64")  # (sys.platform, machine) of a Jetson: the platform the lint assumes
-_ANY, _JETSON, _WINDOWS_ARM = "any", "Jetson AGX Orin (JetPack >= 7.2.2)", "Windows on ARM"
-_DLA_RELEASES = (  # (first release, last release, platforms with DLA)
-    ((8, 6, 0), (10, 7, 999), (_ANY,)),
-    ((11, 4, 0), (11, 4, 0), (_WINDOWS_ARM,)),
-    ((11, 4, 1), (999, 0, 0), (_JETSON, _WINDOWS_ARM)),
+_ANY, _JETSON, _WINDOWS_ARM = "any", "Jetson (L4T)", "Windows on ARM"
+
+
+@dataclass(frozen=True)
+class DlaFacts:
+    """One row of the DLA table: releases ``first``..``last`` on ``platform``."""
+
+    first: tuple[int, int, int]
+    last: tuple[int, int, int]
+    platform: str  # _JETSON, _WINDOWS_ARM or _ANY (before 11: builder.num_DLA_cores tells)
+    devices: str  # what the row covers, for messages
+    typing: str  # "weak or strong" (flags or the ONNX) | "strong" (the ONNX decides every tensor's type)
+    gpu_fallback: bool  # BuilderFlag.GPU_FALLBACK runs layers DLA cannot on the GPU
+    min_jetpack: tuple[int, ...] | None = None  # JetPack the release needs for DLA on a Jetson
+
+
+DLA_TABLE = (
+    DlaFacts((8, 5, 0), (10, 7, 999), _ANY, "Jetson Xavier / Orin (JetPack 5.1: 8.5, JetPack 6.x: 8.6 / 10.3)",
+             "weak or strong", True),
+    DlaFacts((11, 4, 0), (11, 4, 0), _WINDOWS_ARM, "Windows on ARM (beta; batch 1)", "strong", False),
+    DlaFacts((11, 4, 1), (999, 0, 0), _JETSON, "Jetson AGX Orin with JetPack >= 7.2.2 (not Thor)", "strong", True,
+             (7, 2, 2)),
+    DlaFacts((11, 4, 1), (999, 0, 0), _WINDOWS_ARM, "Windows on ARM (beta; batch 1)", "strong", False),
 )
 
 
@@ -102,35 +137,59 @@ def _platform_of(system: str, machine: str) -> str:
     return _JETSON if system.startswith("linux") and arm else _WINDOWS_ARM if system == "win32" and arm else "other"
 
 
-def dla_support(version: str, system: str | None = None, machine: str | None = None) -> str | None:
-    """None when TensorRT ``version`` builds for DLA on this platform (``sys.platform``, machine), else the
-    reason (one phrase). The table is ``_DLA_RELEASES``; a version given as a line ('11') is its first
-    release (11.0)."""
+def _jetpack_tuple(jetpack: str | None) -> tuple[int, ...] | None:
+    """'7.2.2' -> (7, 2, 2); '7.2 EA' -> (7, 2, 0); None / unparsable -> None."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", jetpack or "")
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) if m else None
+
+
+def dla_facts(version: str, system: str | None = None, machine: str | None = None) -> DlaFacts | None:
+    """The ``DLA_TABLE`` row for TensorRT ``version`` on this platform (``sys.platform``, machine), or None. A
+    version given as a line ('11') is its first release (11.0)."""
     system = sys.platform if system is None else system
     machine = platform.machine() if machine is None else machine
     v = _padded(version)[:3]  # '11.4.0.106' is release 11.4.0
-    row = next((r for r in _DLA_RELEASES if r[0] <= v <= r[1]), None)
-    if row is None and v[0] == 10:
+    here = _platform_of(system, machine)
+    return next((r for r in DLA_TABLE if r.first <= v <= r.last and r.platform in (here, _ANY)), None)
+
+
+def dla_support(version: str, system: str | None = None, machine: str | None = None,
+                jetpack: str | None = None) -> str | None:
+    """None when TensorRT ``version`` builds for DLA on this platform (``sys.platform``, machine; ``jetpack``:
+    the Jetson's JetPack when known, e.g. ``trt_device`` 's record), else the reason (one phrase)."""
+    facts = dla_facts(version, system, machine)
+    if facts is not None:
+        have = _jetpack_tuple(jetpack)
+        if facts.min_jetpack and have and have < facts.min_jetpack:
+            need = ".".join(map(str, facts.min_jetpack))
+            return (f"TensorRT {version} has DLA only on {facts.devices}, this Jetson has JetPack {jetpack} "
+                    f"(JetPack < {need} must stay on TensorRT 10.x up to 10.7)")
+        return None
+    v = _padded(version)[:3]
+    rows = [r for r in DLA_TABLE if r.first <= v <= r.last]
+    if rows:
+        where = " and ".join(r.devices for r in rows)
+        return f"TensorRT {version} has DLA only on {where} (TensorRT docs, 'Working with DLA')"
+    if v[0] == 10:
         return (f"TensorRT {version} has no DLA (10.7 was the last 10.x release with DLA; JetPack 6.1 ships "
                 "TensorRT 10.3)")
-    if row is None:
+    if v[0] >= 11:
         return (f"TensorRT {version}: no DLA in 11.0-11.3 (11.4.0 has it on Windows on ARM only, 11.4.1+ on "
-                f"{_JETSON} and Windows on ARM)")
-    if _ANY in row[2] or _platform_of(system, machine) in row[2]:
-        return None
-    return f"TensorRT {version} has DLA only on {' and '.join(row[2])} (TensorRT docs, 'Working with DLA')"
+                f"Jetson AGX Orin with JetPack >= 7.2.2 and Windows on ARM)")
+    return f"TensorRT {version} has no DLA support in edgeseg (8.5+)"
 
 
 def require_build_support(version: str, *, dla: bool = False, system: str | None = None,
-                          machine: str | None = None) -> None:
-    """Refuse TensorRT versions edgeseg cannot build with (< 8.6, 9.x), and DLA where the version has none."""
-    if not _at_least(version, 8, 6) or trt_major(version) == 9:
-        raise EdgesegError(f"edgeseg builds engines with TensorRT 8.6, 10.x or 11.x, found {version}; upgrade "
-                           "TensorRT (JetPack 6.0 ships 8.6, JetPack 6.1 ships 10.3) or use --backend ort")
-    reason = dla_support(version, system, machine) if dla else None
+                          machine: str | None = None, jetpack: str | None = None) -> None:
+    """Refuse TensorRT versions edgeseg cannot build with (< 8.5, 9.x), and DLA where ``DLA_TABLE`` has none
+    for this version, platform and JetPack (``dla_support``)."""
+    if not _at_least(version, 8, 5) or trt_major(version) == 9:
+        raise EdgesegError(f"edgeseg builds engines with TensorRT 8.5, 8.6, 10.x or 11.x, found {version}; upgrade "
+                           "TensorRT (JetPack 5.1 ships 8.5, 6.0 ships 8.6, 6.1 ships 10.3) or use --backend ort")
+    reason = dla_support(version, system, machine, jetpack) if dla else None
     if reason:
         raise EdgesegError(f"--dla-core cannot be used: {reason}; drop --dla-core, or build on a Jetson with "
-                           "TensorRT 8.6-10.7 (JetPack 6.1: 10.3) or 11.4.1+ (JetPack >= 7.2.2)")
+                           "TensorRT 8.5-10.7 (JetPack 5.1-6.x) or 11.4.1+ (Jetson AGX Orin, JetPack >= 7.2.2)")
 
 
 def require_dla_cores(dla_core: int, cores: int) -> None:
@@ -270,13 +329,14 @@ def network_flags(trt: Any, major: int, strongly_typed: bool) -> int:
 
 
 def builder_flags(trt: Any, major: int, precision: str, *, strongly_typed: bool, implicit_int8: bool = False,
-                  dla: bool = False, version_compatible: bool = False) -> list[Any]:
+                  dla: bool = False, version_compatible: bool = False, gpu_fallback: bool = True) -> list[Any]:
     """The ``trt.BuilderFlag`` members to set.
 
     Weakly typed (8.6, 10.x): FP16 for fp16; INT8 + FP16 for int8 (Q/DQ or implicit), so layers
     left unquantized run in FP16. Strongly typed (10.x opt-in, all of 11.x): no precision flags,
     the ONNX carries FP16 / Q/DQ; 11.x has no FP16/INT8 members at all [S1, S6]. DLA adds
-    GPU_FALLBACK and runs FP16/INT8 only [S9]; VERSION_COMPATIBLE where asked (8.6+) [S10].
+    GPU_FALLBACK (where the platform has it: ``DlaFacts.gpu_fallback``, not Windows on ARM) and runs FP16/INT8
+    only [S9]; VERSION_COMPATIBLE where asked (8.6+) [S10].
     """
     if precision not in PRECISIONS:
         raise EdgesegError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -295,7 +355,7 @@ def builder_flags(trt: Any, major: int, precision: str, *, strongly_typed: bool,
             flags.append(flag.FP16)
         if precision == "int8":
             flags.append(flag.INT8)
-    if dla:
+    if dla and gpu_fallback:
         flags.append(flag.GPU_FALLBACK)
     if version_compatible:
         flags.append(flag.VERSION_COMPATIBLE)
@@ -645,10 +705,12 @@ def is_default_stream(handle: int) -> bool:
     return int(handle) in DEFAULT_STREAM_HANDLES
 
 
-__all__ = ["ADDRESS_ALIGNMENT", "HARDWARE_LEVELS", "NO_HARDWARE_COMPATIBILITY_ON_JETSON", "JETPACK_6_1_TRT", "JETSON", "NO_IMPLICIT_INT8", "PRECISIONS", "PrecisionPlan",
-           "RELEASE_LINES", "builder_flags", "cache_calibrator", "calibration_algorithm", "calibration_cache_header",
-           "dla_support", "engine_compatibility", "engine_role", "engine_source", "has_implicit_int8",
-           "hardware_level", "hardware_level_name", "incompatibility_message", "is_aligned", "is_default_stream", "network_flags",
-           "numpy_dtype", "onnx_precision", "parser_errors", "platform_problems", "precision_plan", "profile_shapes", "release_line",
-           "require_build_support", "require_compatible", "require_dla_cores", "require_implicit_int8",
-           "retarget_calibration_cache", "trt_major", "version_code", "version_tuple"]
+__all__ = ["ADDRESS_ALIGNMENT", "DLA_TABLE", "DlaFacts", "HARDWARE_LEVELS", "JETPACK_6_1_TRT", "JETSON",
+           "NO_HARDWARE_COMPATIBILITY_ON_JETSON", "NO_IMPLICIT_INT8", "PRECISIONS", "PrecisionPlan", "RELEASE_LINES",
+           "builder_flags", "cache_calibrator", "calibration_algorithm", "calibration_cache_header", "dla_facts",
+           "dla_support", "engine_compatibility", "engine_role", "engine_source", "hardware_level",
+           "hardware_level_name", "has_implicit_int8", "incompatibility_message", "is_aligned", "is_default_stream",
+           "network_flags", "numpy_dtype", "onnx_precision", "parser_errors", "platform_problems", "precision_plan",
+           "profile_shapes", "release_line", "require_build_support", "require_compatible", "require_dla_cores",
+           "require_implicit_int8", "require_version_compatible", "retarget_calibration_cache", "trt_major",
+           "version_code", "version_tuple"]

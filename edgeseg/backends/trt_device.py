@@ -92,6 +92,12 @@ def jetpack_version(l4t: str | None, run: Runner = _run) -> str | None:
     return JETPACK_OF_L4T.get(l4t or "")
 
 
+def jetpack_here(root: Path = Path("/"), run: Runner = _run) -> str | None:
+    """This Jetson's JetPack (None elsewhere, or when neither the package nor the L4T release tells)."""
+    text = _read(root / TEGRA_RELEASE)
+    return jetpack_version(l4t_version(text), run) if text is not None else None
+
+
 # ----------------------------------------------------------------------------- nvpmodel
 
 def power_modes(conf: str | None) -> dict[int, str]:
@@ -255,6 +261,6 @@ def setup_summary(record: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["GPU_DEVFREQ_NAMES", "JETPACK_OF_L4T", "cudnn_text", "device_record", "differences", "emc_clock", "gpu_clock",
-           "jetpack_version", "jetson_clocks_on", "l4t_version", "library_versions", "platform_record",
-           "platform_text", "power_mode", "power_modes", "setup_summary"]
+__all__ = ["GPU_DEVFREQ_NAMES", "JETPACK_OF_L4T", "cudnn_text", "device_record", "differences", "emc_clock",
+           "gpu_clock", "jetpack_here", "jetpack_version", "jetson_clocks_on", "l4t_version", "library_versions",
+           "platform_record", "platform_text", "power_mode", "power_modes", "setup_summary"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeseg.backends import trt_api, trt_env
-from edgeseg.backends.trt_device import device_record
+from edgeseg.backends.trt_device import device_record, jetpack_here
 from edgeseg.backends.artifacts import TIMING_CACHE, role_file
 from edgeseg.errors import EdgesegError
 from edgeseg.io_utils import atomic_path, ensure_parent
@@ -171,9 +171,11 @@ def _add_profiles(builder: Any, config: Any, input_name: str, shapes: tuple, imp
 def _set_precision_and_device(trt: Any, config: Any, plan: trt_api.PrecisionPlan, cache_bytes: bytes | None,
                               dla_core: int | None, version_compatible: bool, level: Any) -> None:
     major = trt_api.trt_major(trt.__version__)
+    facts = trt_api.dla_facts(trt.__version__) if dla_core is not None else None
     for flag in trt_api.builder_flags(trt, major, plan.precision, strongly_typed=plan.strongly_typed,
                                       implicit_int8=plan.implicit_int8, dla=dla_core is not None,
-                                      version_compatible=version_compatible):
+                                      version_compatible=version_compatible,
+                                      gpu_fallback=facts.gpu_fallback if facts else True):
         config.set_flag(flag)
     if plan.implicit_int8:  # 8.6 / 10.x only; deprecated 10.1, removed 11 [notes 3]
         # the cache's first line is rewritten for this TensorRT (else it is ignored and calibration runs
@@ -195,8 +197,8 @@ def _serialize(trt: Any, builder: Any, network: Any, config: Any, logger: Any, s
     if serialized is None:
         hint = " (the calibration cache may not match this network)" if implicit_int8 else ""
         raise EdgesegError(f"TensorRT {trt.__version__} failed to build {onnx_path}{hint}: "
-                           f"{logger.last_error(since)}; check the workspace limit (workspace_bytes) and the shape bounds, "
-                           "or build with --backend ort")
+                           f"{logger.last_error(since)}; check the workspace limit (workspace_bytes) and the shape "
+                           "bounds, or build with --backend ort")
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(memoryview(serialized))
     if timing_cache_path is not None:
@@ -223,7 +225,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
     """
     trt = trt_env.require("tensorrt")
     version, dla = trt.__version__, dla_core is not None
-    trt_api.require_build_support(version, dla=dla)
+    trt_api.require_build_support(version, dla=dla, jetpack=jetpack_here() if dla else None)
+    if version_compatible:
+        trt_api.require_version_compatible(version)  # 8.5 has no VERSION_COMPATIBLE
     onnx_path, engine_path = Path(onnx_path), ensure_parent(engine_path)
     timing_cache_path = Path(timing_cache_path) if timing_cache_path is not None else None
     summary = summarize_onnx(_load_onnx_header(onnx_path))

@@ -14,7 +14,7 @@ parses but needs care. Each finding names the node and the fix. Rules (``Finding
   dynamic-no-bounds  dynamic input dims without ``edgeseg.shape_bounds`` metadata
   dla-dynamic        DLA: dynamic input shapes
   dla-resize         DLA: linear Resize not in half_pixel mode (e.g. align_corners)
-  dla-version        DLA: the version has no DLA on a Jetson (``trt_api.dla_support``: 10.8-11.3, 11.4.0)
+  dla-version        DLA: the version has no DLA on a Jetson (``trt_api.DLA_TABLE``: 10.8-11.3, 11.4.0)
 
 Sources: supported ops and opset ranges from onnx/onnx-tensorrt docs/operators.md (8.5 GA
 table; 10.15 table "opset 9 to opset 24"; the 10.0 header "opset 9 to opset 20") and
@@ -61,6 +61,7 @@ _OPS_11 = _OPS_10 | {"BlackmanWindow", "HammingWindow", "HannWindow", "STFT", "A
                      "RMSNormalization", "TensorScatter"}
 
 _SUPPORT: dict[str, tuple[frozenset[str], int, int]] = {  # version -> (ops, min opset, max opset)
+    "8.5": (_OPS_85, 1, 17),  # onnx-tensorrt 8.5-GA operators.md: "TensorRT 8.5 supports operators up to Opset 17"
     "8.6": (_OPS_86, 1, 17),  # "up to Opset 17", no lower bound stated
     "10": (_OPS_10, 9, 20),
     "11": (_OPS_11, 9, 24),  # 11.x: the 10.15 range; 11's own table UNVERIFIED
@@ -384,7 +385,7 @@ def _dla_rules(model: Any, g: _Graph, version: str) -> list[Finding]:
     reason = trt_api.dla_support(version, *trt_api.JETSON)
     if reason:
         out.append(Finding("dla-version", "warning", "model", f"{reason} (the lint assumes a Jetson)",
-                           "build DLA engines with TensorRT 8.6-10.7, or 11.4.1+ on Jetson AGX Orin with "
+                           "build DLA engines with TensorRT 8.5-10.7, or 11.4.1+ on Jetson AGX Orin with "
                            "JetPack >= 7.2.2"))
     return out
 

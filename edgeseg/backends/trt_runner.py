@@ -135,6 +135,7 @@ class TensorRTRunner(Runner):
         if self.engine_info.get("dla_core") is not None:
             self._runtime.DLA_core = int(self.engine_info["dla_core"])  # [S1, S9]
         if self.engine_info.get("version_compatible"):
+            trt_api.require_version_compatible(trt.__version__)  # 8.5 has no engine_host_code_allowed
             self._runtime.engine_host_code_allowed = True  # runs the lean runtime the plan carries (8.6+) [S10]
         since = self._logger.mark()
         engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
@@ -143,8 +144,8 @@ class TensorRTRunner(Runner):
                 " (a plan built version-compatible needs version_compatible=True when no bundle manifest sits next "
                 "to it)")
             raise EdgesegError(f"TensorRT {trt.__version__} cannot load {self.engine_path} "
-                               f"({self._logger.last_error(since)}); the file is corrupt or was built for another TensorRT "
-                               f"version or GPU{vc}; rebuild it with `{self._rebuild}`")
+                               f"({self._logger.last_error(since)}); the file is corrupt or was built for another "
+                               f"TensorRT version or GPU{vc}; rebuild it with `{self._rebuild}`")
         return engine
 
     def _io_tensors(self, trt: Any, engine: Any) -> tuple[_Tensor, _Tensor]:
@@ -196,8 +197,8 @@ class TensorRTRunner(Runner):
             raise EdgesegError(f"TensorRT tensor {tensor.name!r} needs a {trt_api.ADDRESS_ALIGNMENT}-byte aligned "
                                f"address, got {address:#x}; pass a tensor of its own (x.clone()), not a slice")
         if not self._context.set_tensor_address(tensor.name, int(address)):
-            raise EdgesegError(f"TensorRT refused the address of tensor {tensor.name!r} ({self._logger.last_error(since)}); "
-                               "rebuild the engine from an edgeseg ONNX")
+            raise EdgesegError(f"TensorRT refused the address of tensor {tensor.name!r} "
+                               f"({self._logger.last_error(since)}); rebuild the engine from an edgeseg ONNX")
 
     def _run(self, stream_handle: int) -> None:
         since = self._logger.mark()

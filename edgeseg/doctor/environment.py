@@ -118,17 +118,22 @@ def _pycuda_row(report: Report, env: Environment) -> None:
 
 
 def _dla_row(report: Report, env: Environment) -> None:
-    """DLA cores this device has, and whether its TensorRT builds for DLA here (``trt_api.dla_support``)."""
-    from edgeseg.backends import trt_api
+    """DLA cores this device has, and whether its TensorRT builds for DLA here: ``trt_api.DLA_TABLE`` (the
+    table lint and build read) for this version, platform and JetPack."""
+    from edgeseg.backends import trt_api, trt_device, trt_env
 
     with report.check("DLA") as row:
         if env.trt is None or env.gpu is None:
             raise Skip("needs TensorRT and a GPU to count DLA cores", "")
-        from edgeseg.backends import trt_env
-
         cores = int(env.trt.Builder(trt_env.logger(env.trt)).num_DLA_cores)  # the process's one logger
         env.dla_cores = cores
-        support = trt_api.dla_support(env.trt_version, sys.platform, platform.machine())
-        row.detail = f"{cores} DLA core(s); TensorRT {env.trt_version}: " + (support or "DLA supported")
+        system, machine = sys.platform, platform.machine()
+        support = trt_api.dla_support(env.trt_version, system, machine, trt_device.jetpack_here())
+        facts = trt_api.dla_facts(env.trt_version, system, machine)
+        row.detail = f"{cores} DLA core(s); TensorRT {env.trt_version}: " + (
+            support or f"DLA supported ({facts.typing} typing, GPU fallback {'yes' if facts.gpu_fallback else 'no'})")
         if cores == 0:
             raise Skip(row.detail, "DLA exists on Jetson AGX Orin / Orin NX only")
+        if support:
+            raise Skip(row.detail, "build DLA engines with TensorRT 8.5-10.7, or 11.4.1+ on Jetson AGX Orin with "
+                                   "JetPack >= 7.2.2")

@@ -58,7 +58,8 @@ def test_build_support_accepts(version, dla):
     trt_api.require_build_support(version, dla=dla, system="linux", machine="aarch64")
 
 
-@pytest.mark.parametrize("version,dla,match", [("8.5.2", False, "8.6, 10.x or 11.x"), ("9.2.0", False, "8.6, 10.x"),
+@pytest.mark.parametrize("version,dla,match", [("8.4.3", False, "8.5, 8.6, 10.x or 11.x"),
+                                               ("9.2.0", False, "8.5, 8.6, 10.x"),
                                                ("10.8.0", True, "10.7 was the last 10.x release with DLA"),
                                                ("10.16.1", True, "no DLA"),
                                                ("11.2.0", True, "no DLA in 11.0-11.3"),
@@ -84,13 +85,67 @@ def test_dla_on_11_is_for_windows_on_arm_and_from_11_4_1_jetson():
         trt_api.require_build_support("11.2.0", dla=True, system="win32", machine="ARM64")
 
 
-@pytest.mark.parametrize("version,line", [("8.6", "8.6"), ("8.6.1", "8.6"), ("10", "10"), ("10.3.0.26", "10"),
+# ----------------------------------------------------------------------------- the one DLA table (issue 25.6)
+
+@pytest.mark.parametrize("version,system,machine,jetpack,supported", [
+    ("11.4.1", "linux", "aarch64", "7.2.2", True),     # the issue's statement: AGX Orin, JetPack >= 7.2.2
+    ("11.4.1.3", "linux", "aarch64", "7.3", True),
+    ("11.4.1", "linux", "aarch64", "7.2", False),      # JetPack 7.2 GA (L4T 39.2.0) is not enough
+    ("11.4.1", "linux", "aarch64", "6.1", False),      # "Jetson Orin on JetPack 6.x is not supported in 11.4.1"
+    ("11.4.1", "linux", "aarch64", None, True),        # JetPack unknown (the lint): the table's platform only
+    ("11.4.1", "win32", "ARM64", None, True),           # Windows on ARM (beta)
+    ("11.4.0", "linux", "aarch64", "7.2.2", False),    # 11.4.0: Windows on ARM only
+    ("11.3.0", "linux", "aarch64", "7.2.2", False),
+    ("10.7.0", "linux", "aarch64", "6.1", True), ("10.8.0", "linux", "aarch64", "6.2", False),
+    ("8.5.2", "linux", "aarch64", "5.1", True),         # JetPack 5.1 (Xavier, Orin): DLA since long before 8.6
+])
+def test_the_dla_table_states_nvidias_platforms(version, system, machine, jetpack, supported):
+    """TensorRT 11.4.1 docs ('Working with DLA', release notes, Jetson migration): DLA on Jetson AGX Orin with
+    JetPack >= 7.2.2 (strongly typed) and on Windows on ARM (beta, no GPU fallback); none on Thor, DriveOS or Orin
+    with JetPack 6.x; 10.7 the last 10.x with DLA. The old table ignored JetPack and had no 8.5 row."""
+    assert (trt_api.dla_support(version, system, machine, jetpack) is None) is supported
+
+
+def test_the_dla_table_carries_typing_and_gpu_fallback():
+    orin = trt_api.dla_facts("11.4.1", "linux", "aarch64")
+    assert orin.typing == "strong" and orin.gpu_fallback and orin.min_jetpack == (7, 2, 2)
+    assert not trt_api.dla_facts("11.4.1", "win32", "ARM64").gpu_fallback  # "there is no GPU fallback"
+    assert trt_api.dla_facts("10.3.0", "linux", "aarch64").typing == "weak or strong"
+    flags = {f.name for f in trt_api.builder_flags(TRT11, 11, "fp16", strongly_typed=True, dla=True,
+                                                   gpu_fallback=False)}
+    assert flags == set()
+
+
+def test_lint_build_and_doctor_read_the_one_dla_table(monkeypatch, fake_backend, tmp_path):
+    """Change the table, and all three follow: the lint's dla-version finding, build_engine's refusal and the
+    doctor's DLA row."""
+    from onnx import TensorProto, helper
+
+    from edgeseg.backends.trt_lint import check_onnx
+    from edgeseg.doctor.environment import Environment, _dla_row
+    from edgeseg.doctor.report import Report
+
+    monkeypatch.setattr(trt_api, "DLA_TABLE", ())  # no release has DLA anywhere
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", io[:1], io[1:]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    assert [f.rule for f in check_onnx(model, "10.3", dla=True)] == ["dla-version"]
+    trt, _ = fake_backend((1, 3, 8, 8), dla_cores=2)
+    with pytest.raises(EdgesegError, match="--dla-core cannot be used"):
+        build_engine(_write_onnx(tmp_path / "m.onnx"), tmp_path / "m.engine", precision="fp16", dla_core=0)
+    report = Report()
+    _dla_row(report, Environment(trt=trt, trt_version="10.3.0", gpu="Orin"))
+    assert report.checks[0].status == "SKIPPED" and "10.3.0 has no DLA" in report.checks[0].detail
+
+
+@pytest.mark.parametrize("version,line", [("8.5.2.2", "8.5"), ("8.6", "8.6"), ("8.6.1", "8.6"), ("10", "10"),
+                                          ("10.3.0.26", "10"),
                                           ("11.4", "11"), ("12.0", "11")])
 def test_release_line(version, line):
     assert trt_api.release_line(version) == line
 
 
-@pytest.mark.parametrize("version", ["7.2", "8.5.2", "9.2", "latest"])
+@pytest.mark.parametrize("version", ["7.2", "8.4.1", "9.2", "latest"])
 def test_release_line_refuses(version):
     with pytest.raises(EdgesegError, match="TensorRT version"):
         trt_api.release_line(version)
@@ -1066,6 +1121,48 @@ def test_every_build_and_run_path_uses_only_names_of_its_release(fake_backend, t
     assert set(trt.config._flags) == flags | {"VERSION_COMPATIBLE"} and info.typing == typing
     with TensorRTRunner(tmp_path / "m.engine", engine_info=dict(info.to_dict(), gpu="Orin")) as runner:
         assert runner.infer(_x((2, 3, 8, 8))).shape == (2, 4, 8, 8)
+
+
+_PATHS_85 = [("fp32", "fp32", set()), ("fp16", "fp32", {"FP16"}), ("fp16", "fp16", {"FP16"}),
+             ("int8", "qdq32", {"FP16", "INT8"}), ("int8", "cache", {"FP16", "INT8"})]
+
+
+@pytest.mark.parametrize("precision,kind,flags", _PATHS_85)
+def test_jetpack_51_tensorrt_85_builds_and_runs_the_default_paths(fake_backend, tmp_path, precision, kind, flags):
+    """JetPack 5.1 (Xavier, many Orin boards) ships TensorRT 8.5.2; the old code refused to build there. Against
+    the 8.5.2 surface (tools/trt_surface/8.5.2.txt) the default build (no portability options) and the runner
+    touch only names 8.5 has."""
+    trt, _ = fake_backend((-1, 3, -1, -1), {"min": (1, 3, 8, 8), "opt": (1, 3, 8, 8), "max": (2, 3, 8, 8)},
+                          version="8.5.2.2")
+    onnx_path = {"fp32": _write_onnx, "cache": _write_onnx, "fp16": _fp16_onnx,
+                 "qdq32": lambda p: _qdq_onnx(p, False)}[kind](tmp_path / "m.onnx")
+    cache = None
+    if kind == "cache":
+        cache = tmp_path / "calib.cache"
+        cache.write_bytes(_cache(version="8.6.1"))
+    bounds = {"min": [1, 3, 8, 8], "opt": [1, 3, 8, 8], "max": [2, 3, 8, 8]}
+    info = build_engine(onnx_path, tmp_path / "m.engine", precision=precision, bounds=bounds, calibration_cache=cache,
+                        timing_cache_path=tmp_path / "t.cache")
+    assert set(trt.config._flags) == flags and info.typing == "weak" and info.trt_version == "8.5.2.2"
+    if cache:
+        assert trt.config.int8_calibrator.read_calibration_cache().startswith(b"TRT-8502-EntropyCalibration2\n")
+    with TensorRTRunner(tmp_path / "m.engine", engine_info=dict(info.to_dict(), gpu="Orin")) as runner:
+        assert runner.infer(_x((2, 3, 8, 8))).shape == (2, 4, 8, 8)
+
+
+def test_what_85_lacks_is_refused_in_one_line(fake_backend, tmp_path):
+    fake_backend((1, 3, 8, 8), version="8.5.2.2")
+    onnx_path = _write_onnx(tmp_path / "m.onnx")
+    for options, match in [({"version_compatible": True}, "TensorRT 8.5.2.2 has no version-compatible plans"),
+                           ({"hardware_compatible": True}, "hardware-compatible plans need TensorRT 8.6")]:
+        with pytest.raises(EdgesegError, match=match) as e:
+            build_engine(onnx_path, tmp_path / "m.engine", **options)
+        assert "\n" not in str(e.value)
+    (tmp_path / "model.engine").write_bytes(b"PLAN")
+    with pytest.raises(EdgesegError, match="no version-compatible plans"):
+        TensorRTRunner(tmp_path / "model.engine", version_compatible=True).activate()
+    # parser node names: 8.5's ParserError has no node_name(); the graph's names stand in (parser_errors)
+    assert not load_surface("8.5.2").has("ParserError", "node_name")
 
 
 @pytest.mark.parametrize("release", RELEASES)

@@ -255,3 +255,12 @@ def test_onnxruntime_quantizer_defaults_fail_and_tensorrt_settings_pass(referenc
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                                    "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1}})
     assert check_onnx(trt, "8.6") == []
+
+
+def test_the_85_line_reads_the_85_table() -> None:
+    """JetPack 5.1's TensorRT 8.5 (onnx-tensorrt 8.5-GA operators.md: opset <= 17, no LayerNormalization /
+    GroupNormalization, which 8.6 EA added); the old lint refused '8.5' as an unsupported version."""
+    norm = _model([helper.make_node("LayerNormalization", ["x", "s"], ["y"], axis=-1)],
+                  [numpy_helper.from_array(np.ones(8, np.float32), "s")])
+    assert "unsupported-op" in _rules(norm, "8.5") and "unsupported-op" not in _rules(norm, "8.6")
+    assert "opset" in _rules(_model([helper.make_node("Relu", ["x"], ["y"])], opset=18), "8.5.2")

@@ -76,7 +76,7 @@ def test_committed_surfaces_say_how_they_were_made(release):
 def test_what_changed_between_releases_is_what_nvidia_changed():
     """Spot checks of the surfaces against NVIDIA's release notes: calibrators gone in 11, STRIP_PLAN kept in 11
     (the old fake removed it), node_name on parser errors from 10.x, DataType.INT64 from 10.x."""
-    s86, s103, s1016, s114 = (load_surface(r) for r in RELEASES)
+    s85, s86, s103, s1016, s114 = (load_surface(r) for r in RELEASES)
     assert all(s.has("IInt8EntropyCalibrator2") for s in (s86, s103, s1016)) and not s114.has("IInt8EntropyCalibrator2")
     assert s114.has("BuilderFlag", "STRIP_PLAN") and not s114.has("BuilderFlag", "FP16")
     assert not s114.has("BuilderFlag", "INT8") and s114.has("BuilderFlag", "VERSION_COMPATIBLE")
@@ -84,3 +84,32 @@ def test_what_changed_between_releases_is_what_nvidia_changed():
     assert s103.has("DataType", "INT64") and not s86.has("DataType", "INT64")
     assert not s114.has("IBuilderConfig", "int8_calibrator") and s1016.has("IBuilderConfig", "set_calibration_profile")
     assert sorted(p.stem for p in SURFACE_DIR.glob("*.txt")) == sorted(RELEASES)
+
+
+def test_the_85_surface_has_every_call_of_the_default_build_and_the_runner():
+    """JetPack 5.1's TensorRT 8.5 (surface from the 8.5.2.2 wheel and release/8.5): the calls of the default build
+    and of the runner exist; what 8.5 lacks (version- and hardware-compatible plans, parser node names, parser
+    flags) is absent, so the code refuses it in one line or names nodes from the ONNX graph."""
+    s85 = load_surface("8.5.2")
+    assert s85.header["version code (NV_TENSORRT_VERSION, the calibration cache header)"].startswith(
+        "major*1000+minor*100+patch (release/8.5 include/NvInferRuntimeCommon.h)")
+    for name in ["Builder.create_network", "Builder.create_builder_config", "Builder.build_serialized_network",
+                 "Builder.create_optimization_profile", "Builder.num_DLA_cores", "IBuilderConfig.set_memory_pool_limit",
+                 "IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache", "IBuilderConfig.set_flag",
+                 "IBuilderConfig.add_optimization_profile", "IBuilderConfig.set_calibration_profile",
+                 "IBuilderConfig.int8_calibrator", "IBuilderConfig.profiling_verbosity",
+                 "IOptimizationProfile.set_shape",
+                 "OnnxParser.parse_from_file", "OnnxParser.num_errors", "OnnxParser.get_error", "ParserError.node",
+                 "Runtime.deserialize_cuda_engine", "Runtime.DLA_core", "ICudaEngine.num_io_tensors",
+                 "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode", "ICudaEngine.get_tensor_dtype",
+                 "ICudaEngine.get_tensor_shape", "ICudaEngine.get_tensor_profile_shape",
+                 "ICudaEngine.create_execution_context", "ICudaEngine.create_engine_inspector",
+                 "EngineInspector.get_engine_information", "IExecutionContext.set_input_shape",
+                 "IExecutionContext.get_tensor_shape", "IExecutionContext.set_tensor_address",
+                 "IExecutionContext.execute_async_v3", "BuilderFlag.FP16", "BuilderFlag.INT8",
+                 "BuilderFlag.GPU_FALLBACK", "NetworkDefinitionCreationFlag.EXPLICIT_BATCH", "MemoryPoolType.WORKSPACE",
+                 "ProfilingVerbosity.DETAILED", "LayerInformationFormat.JSON", "IInt8EntropyCalibrator2"]:
+        assert name in s85.names, name
+    for name in ["BuilderFlag.VERSION_COMPATIBLE", "HardwareCompatibilityLevel", "Runtime.engine_host_code_allowed",
+                 "ParserError.node_name", "OnnxParserFlag"]:
+        assert name not in s85.names and name in load_surface("8.6.1").names or name == "ParserError.node_name", name

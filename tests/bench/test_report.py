@@ -18,8 +18,8 @@ VERSIONS = {"tensorrt": "10.3.0", "cuda": "12.6", "cudnn": "9.3.0"}
 
 
 def _record(bundle="b", latency=5.0):
-    return {"bundle": bundle, "backend": "trt", "precision": "int8", "batch": 1, "miou": 60.0, "latency_ms_p50": latency,
-            "skipped": None, "per_class_iou": {"road": 90.0}}
+    return {"bundle": bundle, "backend": "trt", "precision": "int8", "batch": 1, "miou": 60.0,
+            "latency_ms_p50": latency, "skipped": None, "per_class_iou": {"road": 90.0}}
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_written_records_carry_the_device_record(machines, tmp_path):
 def test_a_plot_refuses_figures_of_two_power_modes(machines, tmp_path):
     maxn, w15 = machines
     records = with_machine([_record("orin-maxn")], maxn) + with_machine([_record("orin-15w", 9.0)], w15)
-    with pytest.raises(EdgesegError, match=r"different device setups \(nvpmodel power mode MAXN \(0\) vs MODE_15W \(1\)"):
+    with pytest.raises(EdgesegError, match=r"different device setups \(nvpmodel power mode MAXN \(0\) vs MODE_15W"):
         write_plot(records, tmp_path / "p.png")
     write_plot(with_machine([_record("a"), _record("b", 6.0)], maxn), tmp_path / "ok.png")
     assert (tmp_path / "ok.png").stat().st_size > 0
