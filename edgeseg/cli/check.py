@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
+from edgeseg.backends.trt_api import RELEASE_LINES
 from edgeseg.cli.group import main
 
 
 @main.command("check")
 @click.argument("onnx_path", type=click.Path(path_type=Path))
-@click.option("--trt", "trt_version", type=click.Choice(["8.6", "10", "11"]), default="10", show_default=True,
+@click.option("--trt", "trt_version", type=click.Choice(RELEASE_LINES), default="10", show_default=True,
               help="TensorRT version whose ONNX parser to check against.")
 @click.option("--dla", is_flag=True, help="Also check DLA restrictions.")
 @click.option("--json", "as_json", is_flag=True, help="Print findings as JSON.")
