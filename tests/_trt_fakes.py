@@ -27,7 +27,7 @@ import numpy as np
 SURFACE_DIR = Path(__file__).resolve().parents[1] / "tools" / "trt_surface"
 RELEASES = ("8.5.2", "8.6.1", "10.3.0", "10.16.1", "11.4.0")  # the committed surfaces
 ENUMS = ("NetworkDefinitionCreationFlag", "BuilderFlag", "HardwareCompatibilityLevel", "MemoryPoolType", "DeviceType",
-         "TensorIOMode", "DataType", "CalibrationAlgoType")
+         "TensorIOMode", "DataType", "CalibrationAlgoType", "ProfilingVerbosity", "LayerInformationFormat")
 
 
 @dataclass
@@ -194,12 +194,14 @@ def fake_pycuda(memory: Memory) -> types.SimpleNamespace:
 
 def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *, dla_cores: int = 0,
                      corrupt_timing: bytes = b"CORRUPT", build_fails: bool = False,
-                     host_code_needed: bool = False) -> types.SimpleNamespace:
+                     host_code_needed: bool = False, layers_json: str = '{"Layers": [], "Bindings": []}'
+                     ) -> types.SimpleNamespace:
     """``fake_trt(version)`` plus Strict stand-ins of the classes the build and the runner use. The fake
     engine computes 2 * x on the first channel block (output channels: input channels + 1).
     ``corrupt_timing``: timing-cache bytes TensorRT rejects (logs an error, returns None);
     ``build_fails``: build_serialized_network logs an error and returns None; ``host_code_needed``:
-    the plan loads only with engine_host_code_allowed (a version-compatible plan)."""
+    the plan loads only with engine_host_code_allowed (a version-compatible plan); ``layers_json``: what the
+    engine inspector returns."""
     trt = fake_trt(version)
     surface = trt._surface
     trt.calls = []
@@ -242,7 +244,7 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
 
     @strict("IBuilderConfig", "set_memory_pool_limit", "create_timing_cache", "set_timing_cache", "get_timing_cache",
             "set_flag", "add_optimization_profile", "set_calibration_profile", "int8_calibrator",
-            "default_device_type", "DLA_core", "hardware_compatibility_level")
+            "default_device_type", "DLA_core", "hardware_compatibility_level", "profiling_verbosity")
     class Config(Strict):
         def __init__(self):
             self._flags, self._profiles, self._cache = [], [], None
@@ -362,8 +364,14 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
                 memory[self._addresses["logits"]][:out.nbytes] = out.reshape(-1).view(np.uint8)
             return True
 
+    @strict("EngineInspector", "get_engine_information")
+    class Inspector(Strict):
+        def get_engine_information(self, fmt):
+            assert fmt == trt.LayerInformationFormat.JSON
+            return layers_json
+
     @strict("ICudaEngine", "num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_dtype",
-            "get_tensor_shape", "get_tensor_profile_shape", "create_execution_context")
+            "get_tensor_shape", "get_tensor_profile_shape", "create_execution_context", "create_engine_inspector")
     class Engine(Strict):
         num_io_tensors = 2
 
@@ -385,6 +393,9 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
         def create_execution_context(self):
             return Context()
 
+        def create_engine_inspector(self):
+            return Inspector()
+
     @strict("Runtime", "deserialize_cuda_engine", "DLA_core", "engine_host_code_allowed")
     class Runtime(Strict):
         def __init__(self, logger):
@@ -398,7 +409,8 @@ def fake_trt_runtime(version: str, memory: Memory, input_shape, profile=None, *,
             return Engine()
 
     trt.Builder, trt.OnnxParser, trt.Runtime = Builder, Parser, Runtime
-    trt._strict_classes = (TimingCache, Profile, Config, Tensor, Network, Builder, Parser, Context, Engine, Runtime)
+    trt._strict_classes = (TimingCache, Profile, Config, Tensor, Network, Builder, Parser, Context, Engine, Runtime,
+                           Inspector)
     return trt
 
 

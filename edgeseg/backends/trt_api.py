@@ -16,6 +16,7 @@ from the 8.5.2.2 wheel and release/8.5); what it lacks (version- and hardware-co
 """
 from __future__ import annotations
 
+import json
 import platform
 import re
 import sys
@@ -683,6 +684,69 @@ def cache_calibrator(trt: Any, major: int, cache: bytes, *, dla: bool = False) -
     return CacheCalibrator()
 
 
+# ----------------------------------------------------------------------------- engine inspector
+
+# Words of the inspector's "Format/Datatype" strings -> precision ("Row major linear FP32", "Thirty-two wide
+# channel vectorized row major Int8 format", "Channel major FP16 format where channel % 8 == 0", and the bare
+# kernel-generator names "Int8", "Half", "Float"), as NVIDIA's trt-engine-explorer reads them
+# (tools/experimental/trt-engine-explorer/trex/activations.py, release/8.5-10.16).
+_FORMAT_PRECISIONS = (("int8", ("Int8", "INT8")), ("fp16", ("FP16", "Half")), ("bf16", ("BFloat16", "BF16")),
+                      ("fp8", ("FP8",)), ("fp32", ("FP32", "Float")), ("int32", ("Int32", "INT32")))
+
+
+@dataclass(frozen=True)
+class LayerPrecision:
+    """One engine layer as the engine inspector describes it."""
+
+    name: str  # the fused layer's name: the ONNX nodes it holds, joined with " + "
+    kind: str  # ParameterType and LayerType, e.g. "Convolution CaskConvolution", "ConvActPool ConvActPool"
+    precision: str  # of its first input ("int8", "fp16", ...; "" when the inspector does not say)
+    weights: str  # the weights' type ("Int8", "Half", "Float"; "" for layers without weights)
+
+    @property
+    def convolution(self) -> bool:
+        return "onv" in self.kind  # Convolution, Deconvolution, ConvActPool; Cask(De)Convolution*, ...
+
+    @property
+    def transposed(self) -> bool:
+        return "Deconv" in self.kind or "ConvTranspose" in self.name
+
+    @property
+    def int8(self) -> bool:
+        return self.precision == "int8" or self.weights.lower() == "int8"
+
+
+def tensor_precision(fmt: str) -> str:
+    """'Thirty-two wide channel vectorized row major Int8 format' -> 'int8'; '' when no known word is in it."""
+    words = set(re.findall(r"[A-Za-z0-9]+", fmt))
+    return next((p for p, names in _FORMAT_PRECISIONS if words & set(names)), "")
+
+
+def engine_layers(info_json: str) -> list[LayerPrecision]:
+    """The layers of ``IEngineInspector.get_engine_information(LayerInformationFormat.JSON)``: {"Layers": [...],
+    "Bindings": [...]} (8.5 and later; trex/parser.py read_graph_file), each layer a dict with "Name",
+    "LayerType", "ParameterType", "Inputs" / "Outputs" ({"Name", "Dimensions", "Format/Datatype"}) and, for
+    convolutions, "Weights" or "ConvWeights" {"Type"}, when the engine was built with ProfilingVerbosity.DETAILED;
+    otherwise "Layers" holds names only, which is refused here."""
+    try:
+        data = json.loads(info_json)
+    except ValueError:
+        raise EdgesegError("the engine inspector returned no JSON; build the engine with detailed profiling") from None
+    layers = data.get("Layers") if isinstance(data, dict) else data
+    if not isinstance(layers, list) or not layers or not all(isinstance(layer, dict) for layer in layers):
+        raise EdgesegError("the engine inspector lists layer names only: build the engine with detailed profiling "
+                           "(ProfilingVerbosity.DETAILED) to see each layer's precision")
+    out = []
+    for layer in layers:
+        inputs = layer.get("Inputs") or [{}]
+        weights = layer.get("Weights") or layer.get("ConvWeights") or {}
+        out.append(LayerPrecision(str(layer.get("Name", "")),
+                                  f"{layer.get('ParameterType', '')} {layer.get('LayerType', '')}".strip(),
+                                  tensor_precision(str(inputs[0].get("Format/Datatype", ""))),
+                                  str(weights.get("Type", "")) if isinstance(weights, dict) else ""))
+    return out
+
+
 # ----------------------------------------------------------------------------- I/O addresses
 
 ADDRESS_ALIGNMENT = 256  # bytes: "The pointer must have at least 256-byte alignment" (NvInferRuntime.h,
@@ -706,11 +770,11 @@ def is_default_stream(handle: int) -> bool:
 
 
 __all__ = ["ADDRESS_ALIGNMENT", "DLA_TABLE", "DlaFacts", "HARDWARE_LEVELS", "JETPACK_6_1_TRT", "JETSON",
-           "NO_HARDWARE_COMPATIBILITY_ON_JETSON", "NO_IMPLICIT_INT8", "PRECISIONS", "PrecisionPlan", "RELEASE_LINES",
-           "builder_flags", "cache_calibrator", "calibration_algorithm", "calibration_cache_header", "dla_facts",
-           "dla_support", "engine_compatibility", "engine_role", "engine_source", "hardware_level",
-           "hardware_level_name", "has_implicit_int8", "incompatibility_message", "is_aligned", "is_default_stream",
-           "network_flags", "numpy_dtype", "onnx_precision", "parser_errors", "platform_problems", "precision_plan",
-           "profile_shapes", "release_line", "require_build_support", "require_compatible", "require_dla_cores",
-           "require_implicit_int8", "require_version_compatible", "retarget_calibration_cache", "trt_major",
-           "version_code", "version_tuple"]
+           "LayerPrecision", "NO_HARDWARE_COMPATIBILITY_ON_JETSON", "NO_IMPLICIT_INT8", "PRECISIONS", "PrecisionPlan",
+           "RELEASE_LINES", "builder_flags", "cache_calibrator", "calibration_algorithm", "calibration_cache_header",
+           "dla_facts", "dla_support", "engine_compatibility", "engine_layers", "engine_role", "engine_source",
+           "hardware_level", "hardware_level_name", "has_implicit_int8", "incompatibility_message", "is_aligned",
+           "is_default_stream", "network_flags", "numpy_dtype", "onnx_precision", "parser_errors", "platform_problems",
+           "precision_plan", "profile_shapes", "release_line", "require_build_support", "require_compatible",
+           "require_dla_cores", "require_implicit_int8", "require_version_compatible", "retarget_calibration_cache",
+           "tensor_precision", "trt_major", "version_code", "version_tuple"]

@@ -211,7 +211,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
                  bounds: Mapping[str, Sequence[int]] | None = None, workspace_bytes: int = 2 << 30,
                  timing_cache_path: str | Path | None = None, dla_core: int | None = None,
                  version_compatible: bool = False, hardware_compatible: bool | str = False,
-                 calibration_cache: str | Path | None = None, strongly_typed: bool | None = None) -> EngineInfo:
+                 calibration_cache: str | Path | None = None, strongly_typed: bool | None = None,
+                 detailed_profile: bool = False) -> EngineInfo:
     """Build a serialized TensorRT engine from an edgeseg ONNX and write it atomically to ``engine_path``.
 
     ``precision`` must match what the ONNX carries on strongly typed networks (FP16 ONNX, Q/DQ
@@ -221,7 +222,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
     file is read when present and written back after the build. ``dla_core`` runs on that DLA
     core with GPU fallback (static shapes, FP16/INT8). ``version_compatible`` /
     ``hardware_compatible`` (True = "ampere_plus", or "same_compute_capability") make portable,
-    slower plans. Every refusal and failure is an EdgesegError.
+    slower plans. ``detailed_profile`` builds with ProfilingVerbosity.DETAILED, so the engine inspector
+    (``TensorRTRunner.engine_layers``) tells each layer's precision (the doctor's INT8 check). Every refusal
+    and failure is an EdgesegError.
     """
     trt = trt_env.require("tensorrt")
     version, dla = trt.__version__, dla_core is not None
@@ -256,6 +259,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
     if any(d < 0 for d in static):
         _add_profiles(builder, config, input_name, shapes, plan.implicit_int8)
     _set_precision_and_device(trt, config, plan, cache_bytes, dla_core, version_compatible, level)
+    if detailed_profile:
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # 8.2+
     seconds = _serialize(trt, builder, network, config, logger, since, onnx_path, engine_path, timing_cache_path,
                          plan.implicit_int8)
     lo, opt, hi = shapes

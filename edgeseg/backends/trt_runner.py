@@ -116,7 +116,7 @@ class TensorRTRunner(Runner):
         cuda.Context.pop()
 
     def _load(self, trt: Any, cuda: Any) -> None:
-        self._cuda = cuda
+        self._trt, self._cuda = trt, cuda
         self._logger = trt_env.logger(trt)  # the process's one logger: errors are read since a mark
         self._engine = self._deserialize(trt)
         self._context = self._engine.create_execution_context()
@@ -173,6 +173,14 @@ class TensorRTRunner(Runner):
             self._cuda.Context.pop()
             self._ctx.detach()
         self._spec = None
+
+    def engine_layers(self) -> list[trt_api.LayerPrecision]:
+        """Each layer's precision from the engine inspector (``trt_api.engine_layers``); the engine must have
+        been built with ``detailed_profile=True``."""
+        if self._spec is None:
+            raise EdgesegError("the TensorRT runner is not active; use `with runner:` or call activate() first")
+        inspector = self._engine.create_engine_inspector()
+        return trt_api.engine_layers(inspector.get_engine_information(self._trt.LayerInformationFormat.JSON))
 
     @property
     def input_spec(self) -> InputSpec:

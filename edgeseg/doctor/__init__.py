@@ -1,6 +1,7 @@
 """`edgeseg doctor`: the first command on a Jetson or GPU box. It reports what the machine has
-(``environment``), checks the CPU paths on a tiny synthetic model, then, where TensorRT is present,
-builds and runs FP32 / FP16 / INT8 engines of that model and compares them with ONNX Runtime
+(``environment``: versions, DLA, the device record), checks the CPU paths on a tiny synthetic model
+(``tiny``), then, where TensorRT is present, builds and runs FP32 / FP16 / INT8 engines of that model with a
+dynamic-shape profile, compares them with ONNX Runtime and asks the engine inspector whether INT8 really runs
 (``engines``). One row per check: PASS / FAIL / SKIPPED with the reason and the fix (``report``).
 
 Stage: above export, backends and quantize (it uses all three), beside bundle, below the CLI."""

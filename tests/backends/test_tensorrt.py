@@ -4,6 +4,7 @@ run real engines and compare them with ONNX Runtime (skipped without TensorRT an
 from __future__ import annotations
 
 import enum
+import json
 import sys
 import types
 from pathlib import Path
@@ -1213,3 +1214,45 @@ def test_numpy_dtypes_match_the_releases_datatype(release):
     assert trt_api.numpy_dtype(types.SimpleNamespace(name="BOOL")) == np.dtype(np.bool_)
     union = set().union(*(load_surface(r).values["DataType"] for r in RELEASES))
     assert set(trt_api._NUMPY_TYPES) <= union
+
+
+# ----------------------------------------------------------------------------- engine inspector (issue 25.9)
+
+# The shape of IEngineInspector.get_engine_information(JSON) with ProfilingVerbosity.DETAILED, as the graph.json
+# files of NVIDIA's trt-engine-explorer examples have it (release/8.5: fused "ConvActPool" layers with
+# "ConvWeights"; release/10.16: "CaskConvolution" / "CaskDeconvolutionV2" layers with "Weights", Q/DQ reformats)
+INSPECTOR_JSON = json.dumps({"Layers": [
+    {"Name": "input + /stem/QuantizeLinear", "LayerType": "Reformat", "ParameterType": "Reformat", "Origin": "QDQ",
+     "Inputs": [{"Name": "input", "Location": "Device", "Dimensions": [1, 3, 64, 96],
+                 "Format/Datatype": "Row major linear FP32"}],
+     "Outputs": [{"Name": "q", "Location": "Device", "Dimensions": [1, 3, 64, 96],
+                  "Format/Datatype": "Four wide channel vectorized row major Int8 format"}]},
+    {"Name": "/stem/Conv + /stem/Relu + /pool/MaxPool", "LayerType": "ConvActPool", "ParameterType": "ConvActPool",
+     "ConvWeights": {"Type": "Int8", "Count": 432},
+     "Inputs": [{"Name": "q", "Format/Datatype": "Four wide channel vectorized row major Int8 format"}]},
+    {"Name": "/up/ConvTranspose", "LayerType": "CaskDeconvolutionV2", "ParameterType": "Convolution",
+     "Weights": {"Type": "Int8", "Count": 2048},
+     "Inputs": [{"Name": "d", "Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}]},
+    {"Name": "/head/Conv", "LayerType": "CaskConvolution", "ParameterType": "Convolution",
+     "Weights": {"Type": "Half", "Count": 64},
+     "Inputs": [{"Name": "f", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}]},
+    {"Name": "/Resize", "LayerType": "Resize", "ParameterType": "Resize",
+     "Inputs": [{"Name": "y", "Format/Datatype": "Half"}]},
+], "Bindings": ["input", "logits"]})
+
+
+def test_engine_layers_read_each_layers_precision():
+    layers = trt_api.engine_layers(INSPECTOR_JSON)
+    assert [(l.precision, l.convolution, l.transposed, l.int8) for l in layers] == [
+        ("fp32", False, False, False), ("int8", True, False, True), ("int8", True, True, True),
+        ("fp16", True, False, False), ("fp16", False, False, False)]
+    with pytest.raises(EdgesegError, match="layer names only.*DETAILED"):
+        trt_api.engine_layers(json.dumps({"Layers": ["a", "b"], "Bindings": []}))  # LAYER_NAMES_ONLY
+
+
+def test_a_detailed_build_and_the_runner_read_the_inspector(fake_backend, tmp_path):
+    trt, _ = fake_backend((1, 3, 8, 8), layers_json=INSPECTOR_JSON)
+    build_engine(_write_onnx(tmp_path / "m.onnx"), tmp_path / "m.engine", detailed_profile=True)
+    assert trt.config.profiling_verbosity == trt.ProfilingVerbosity.DETAILED
+    with TensorRTRunner(tmp_path / "m.engine") as runner:
+        assert sum(layer.int8 for layer in runner.engine_layers()) == 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from edgeseg.doctor import engines
 from edgeseg.doctor.environment import Environment
 from edgeseg.doctor.report import Report
 
-CPU_CHECKS = ["tiny model: train, export ONNX (opset 17)", "FP16 ONNX on ONNX Runtime CPU",
+CPU_CHECKS = ["tiny model: train, export ONNX (opset 17, dynamic shapes)", "FP16 ONNX on ONNX Runtime CPU",
               "INT8 Q/DQ (trt layout) on ONNX Runtime CPU", "INT8 + FP16 mixed Q/DQ (opset 19) on ONNX Runtime CPU",
               "calibration cache header"]
 TRT_CHECKS = ["TensorRT FP32 engine", "TensorRT FP16 engine", "TensorRT INT8 engine (Q/DQ)",
@@ -76,6 +78,7 @@ def test_cli_table(monkeypatch):
 # What a bundle's engine is built from per TensorRT version (tests/bundle/test_build.py: engine_source), in the
 # tiny model's names
 BUNDLE_SOURCES = {
+    "8.5.2": {"fp32": "tiny.onnx", "fp16": "tiny.fp16.onnx", "int8": "tiny.int8.trt.onnx"},
     "8.6.2": {"fp32": "tiny.onnx", "fp16": "tiny.fp16.onnx", "int8": "tiny.int8.trt.onnx"},
     "10.3.0": {"fp32": "tiny.onnx", "fp16": "tiny.fp16.onnx", "int8": "tiny.int8.trt.onnx"},
     "11.1.0": {"fp32": "tiny.onnx", "fp16": "tiny.fp16.onnx", "int8": "tiny.int8.trt16.onnx"},
@@ -114,3 +117,116 @@ def test_full_run_on_a_gpu_with_tensorrt(tmp_path):
     rows = {c.name: c for c in report.checks}
     assert not report.failed, [c.to_dict() for c in report.failed]
     assert rows["TensorRT FP32 engine"].status == PASS and rows["TensorRT INT8 engine (Q/DQ)"].status == PASS
+
+
+# ----------------------------------------------------------------------------- what the doctor now catches (issue 25.9)
+
+def test_the_tiny_model_has_every_layer_kind_and_dynamic_shapes(tiny_files):
+    """Transposed convolution (U-Net / FCN), residual Add, MaxPool, Resize and Concat, exported with a dynamic
+    batch and size; the old tiny model had no ConvTranspose, MaxPool or residual Add and a static shape."""
+    import onnx
+
+    model = onnx.load(str(tiny_files.files["fp32"]))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"ConvTranspose", "Add", "MaxPool", "Resize", "Concat", "Conv"} <= ops, ops
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert isinstance(dims[0], str) and isinstance(dims[2], str) and isinstance(dims[3], str), dims
+    qdq = onnx.load(str(tiny_files.files["int8_trt"]))
+    deconv = next(n for n in qdq.graph.node if n.op_type == "ConvTranspose")
+    producers = {o: n.op_type for n in qdq.graph.node for o in n.output}
+    assert producers.get(deconv.input[0]) == "DequantizeLinear"  # the transposed convolution is quantized
+
+
+class _Layer:
+    def __init__(self, name, int8, transposed=False):
+        self.name, self.int8, self.transposed, self.convolution = name, int8, transposed, True
+        self.precision, self.weights = ("int8" if int8 else "fp16"), ""
+
+
+def _fake_trt_path(monkeypatch, int8_layers=True):
+    """build_engine / TensorRTRunner stand-ins: the runner runs the ONNX with ONNX Runtime and reports inspector
+    layers; every build and every infer call is recorded."""
+    import edgeseg.backends.trt_engine as trt_engine
+    import edgeseg.backends.trt_runner as trt_runner
+    from edgeseg.ort_session import make_session
+
+    calls = {"build": [], "infer": []}
+
+    def build(onnx_path, engine_path, **kwargs):
+        calls["build"].append((Path(onnx_path).name, kwargs))
+        Path(engine_path).write_text(str(onnx_path))
+        return types.SimpleNamespace(typing="weak", precision_mix="test", profile=kwargs["bounds"], build_seconds=0.1,
+                                     to_dict=lambda: {})
+
+    class Runner:
+        def __init__(self, engine, engine_info=None):
+            self.session = make_session(Path(Path(engine).read_text()), threads=1)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def infer(self, x):
+            calls["infer"].append(tuple(x.shape))
+            return self.session.run(None, {"input": x})[0]
+
+        def engine_layers(self):
+            return [_Layer("/stem/Conv", int8_layers), _Layer("/up/ConvTranspose", int8_layers, True),
+                    _Layer("/head/Conv", int8_layers)]
+
+    monkeypatch.setattr(trt_engine, "build_engine", build)
+    monkeypatch.setattr(trt_runner, "TensorRTRunner", Runner)
+    return calls
+
+
+def test_engines_have_a_dynamic_profile_and_run_two_sizes_with_batch_1_and_2(monkeypatch, tiny_files):
+    calls = _fake_trt_path(monkeypatch)
+    report = Report()
+    env = Environment(trt=object(), trt_version="10.3.0", pycuda=True, gpu="test GPU")
+    monkeypatch.setattr(engines, "_torch_path_check", lambda runner, art, out: "")
+    engines.tensorrt_checks(report, env, tiny_files, tiny_files.files.get("calibration_cache"))
+    assert [c.status for c in report.checks if c.name in engines.ENGINE_CHECKS.values()] == [PASS] * 3, report
+    for _, kwargs in calls["build"]:
+        assert kwargs["bounds"] == {"min": [1, 3, 64, 96], "opt": [1, 3, 64, 96], "max": [2, 3, 96, 144]}
+    assert {shape[0] for shape in calls["infer"]} == {1, 2}
+    assert {shape[2:] for shape in calls["infer"]} == {(64, 96), (96, 144)}
+    int8 = next(c for c in report.checks if c.name == "TensorRT INT8 engine (Q/DQ)")
+    assert "3 of 3 convolution layers run INT8" in int8.detail and "'/up/ConvTranspose' runs int8" in int8.detail
+    assert [kwargs["detailed_profile"] for _, kwargs in calls["build"][:3]] == [False, False, True]
+
+
+def test_an_int8_engine_whose_layers_fell_back_to_fp16_fails(monkeypatch, tiny_files):
+    """Agreement alone passes an "INT8" engine that runs FP16 everywhere (it agrees even better); the engine
+    inspector does not."""
+    _fake_trt_path(monkeypatch, int8_layers=False)
+    report = Report()
+    env = Environment(trt=object(), trt_version="10.3.0", pycuda=True, gpu="test GPU")
+    monkeypatch.setattr(engines, "_torch_path_check", lambda runner, art, out: "")
+    engines.tensorrt_checks(report, env, tiny_files, None)
+    int8 = next(c for c in report.checks if c.name == "TensorRT INT8 engine (Q/DQ)")
+    assert int8.status == FAIL and "0 of 3 convolution layers run INT8" in int8.detail and "Q/DQ" in int8.fix
+    assert next(c for c in report.checks if c.name == "TensorRT FP16 engine").status == PASS
+
+
+def test_the_native_runtime_row_says_how_to_enable_it(monkeypatch, tmp_path):
+    monkeypatch.delenv(engines.NATIVE_LIB, raising=False)
+    report = Report()
+    engines.native_check(report, Environment())
+    assert report.checks[0].status == SKIPPED and engines.NATIVE_LIB in report.checks[0].fix
+
+
+def test_a_missing_file_falls_back_as_a_bundle_build_does(monkeypatch, tiny_files):
+    """The doctor asks trt_api.engine_source over its own roles, as `edgeseg build` does over a bundle's: without
+    the FP16-scale graph an 11.x INT8 engine comes from the FP32-scale one (the old doctor asked engine_role over
+    every role and skipped the check instead)."""
+    import dataclasses
+
+    built = {}
+    monkeypatch.setattr(engines, "_engine", lambda report, name, art, onnx_path, precision, floor, **kw:
+                        built.setdefault(precision, onnx_path.name))
+    art = dataclasses.replace(tiny_files, files={k: v for k, v in tiny_files.files.items() if k != "int8_trt_fp16"})
+    env = Environment(trt=object(), trt_version="11.1.0", pycuda=True, gpu="test GPU")
+    engines.tensorrt_checks(Report(), env, art, None)
+    assert built["int8"] == "tiny.int8.trt.onnx"
