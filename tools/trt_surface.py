@@ -2,7 +2,9 @@
 
 For each version below it
   1. downloads the real compiled binding wheel from PyPI (``pip download --no-deps``; only the
-     ``*-libs`` packages are download stubs, the bindings are the real ``tensorrt.so``),
+     ``*-libs`` packages are download stubs, the bindings are the real ``tensorrt.so``; 8.5 has no
+     separate bindings wheel, so the whole ``tensorrt==8.5.2.2`` wheel, cp38, is downloaded and only its
+     ``tensorrt/tensorrt.so`` and ``__init__.py`` are read),
   2. reads the NUL-terminated identifier strings of that ``tensorrt.so`` (pybind11 keeps every
      class, method, property and enum-member name it registers as a C string) and the
      pure-Python names of the wheel's ``__init__.py`` (``nptype``, ``__version__``, ...),

@@ -208,7 +208,7 @@ def require_dla_cores(dla_core: int, cores: int) -> None:
 def engine_role(precision: str, trt_version: str, available: Container[str] = ROLE_FILES) -> str:
     """The bundle role (among ``available``; default: every role) TensorRT ``trt_version`` builds a ``precision``
     engine from. FP32 / FP16: that precision's ONNX (FP16 from the FP16 ONNX on every version). INT8: the
-    FP32-scale Q/DQ graph, weakly typed with FP16|INT8 flags, on 8.6 / 10.x; the FP16-scale Q/DQ graph
+    FP32-scale Q/DQ graph, weakly typed with FP16|INT8 flags, on 8.5 / 8.6 / 10.x; the FP16-scale Q/DQ graph
     (strongly typed INT8 + FP16) on 11.x, which has no precision flags. Either way unquantized layers run
     FP16. A bundle lacking the role falls back to its FP32 ONNX (the build then says what is missing)."""
     if precision != "int8":
@@ -237,7 +237,7 @@ class PrecisionPlan:
     precision: str  # what the user asked for: fp32 | fp16 | int8
     onnx_precision: str  # what the ONNX carries: fp32 | fp16 | int8
     strongly_typed: bool
-    implicit_int8: bool  # INT8 builder flag + calibration cache (8.6 / 10.x only)
+    implicit_int8: bool  # INT8 builder flag + calibration cache (8.x / 10.x only)
     fp16_qdq: bool = False  # a Q/DQ graph with FP16 scales and FP16 compute between the pairs (mixed graph)
 
     @property
@@ -342,8 +342,8 @@ def builder_flags(trt: Any, major: int, precision: str, *, strongly_typed: bool,
     if precision not in PRECISIONS:
         raise EdgesegError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if implicit_int8 and (major >= 11 or strongly_typed or precision != "int8"):
-        raise EdgesegError("implicit INT8 needs TensorRT 8.6/10.x, a weakly typed network and precision int8; "
-                           "build from the Q/DQ ONNX instead")
+        raise EdgesegError("implicit INT8 needs TensorRT 8.6/10.x (or 8.5), a weakly typed network and precision "
+                           "int8; build from the Q/DQ ONNX instead")
     if dla and precision == "fp32":
         raise EdgesegError("DLA runs FP16 or INT8 only, got precision fp32; build with --precision fp16 or int8, "
                            "or drop --dla-core")
@@ -590,7 +590,7 @@ def parser_errors(parser: Any, node_names: Sequence[str] | None = None) -> list[
     return lines
 
 
-# ----------------------------------------------------------------------------- implicit INT8 (8.6 / 10.x)
+# ----------------------------------------------------------------------------- implicit INT8 (8.x / 10.x)
 
 NO_IMPLICIT_INT8 = ("TensorRT {version} has no implicit INT8 calibration (no INT8 flag, no calibrators, no calibration "
                     "cache since 11.0); build from the Q/DQ model instead (the bundle's " + role_file("int8_trt_fp16")
@@ -599,7 +599,7 @@ JETPACK_6_1_TRT = "10.3.0"  # the TensorRT JetPack 6.1 / 6.2 ship: the cache hea
 
 
 def has_implicit_int8(version: str) -> bool:
-    """True for TensorRT 8.6 / 10.x (INT8 builder flag, calibrators, calibration caches); removed in 11.0."""
+    """True for TensorRT 8.5 / 8.6 / 10.x (INT8 builder flag, calibrators, calibration caches); removed in 11.0."""
     return trt_major(version) < 11
 
 
@@ -653,7 +653,7 @@ def retarget_calibration_cache(cache: bytes, version: str) -> bytes:
 def cache_calibrator(trt: Any, major: int, cache: bytes, *, dla: bool = False) -> Any:
     """An ``IInt8EntropyCalibrator2`` (or ``IInt8MinMaxCalibrator``, per the cache header) that replays
     ``cache`` with its header rewritten for ``trt.__version__``: ``get_batch`` returns None, so
-    TensorRT runs no GPU calibration pass [S1, notes 3]. TensorRT 8.6 / 10.x only (calibrators are
+    TensorRT runs no GPU calibration pass [S1, notes 3]. TensorRT 8.x / 10.x only (calibrators are
     removed in 11); DLA requires EntropyCalibration2."""
     if major >= 11:
         raise EdgesegError(NO_IMPLICIT_INT8.format(version=getattr(trt, "__version__", major)))

@@ -1,4 +1,4 @@
-"""TensorRT engine building (TensorRT 8.6 / 10.x / 11.x), and the TensorRT backend's bundle artifact hook.
+"""TensorRT engine building (TensorRT 8.5 / 8.6 / 10.x / 11.x), and the TensorRT backend's bundle artifact hook.
 
     info = build_engine("model.onnx", "model.engine", precision="fp16", timing_cache_path="trt.cache")
     record = build_artifacts(request)      # the registry hook: the bundle's engine, from engine_source's ONNX
@@ -177,7 +177,7 @@ def _set_precision_and_device(trt: Any, config: Any, plan: trt_api.PrecisionPlan
                                       version_compatible=version_compatible,
                                       gpu_fallback=facts.gpu_fallback if facts else True):
         config.set_flag(flag)
-    if plan.implicit_int8:  # 8.6 / 10.x only; deprecated 10.1, removed 11 [notes 3]
+    if plan.implicit_int8:  # 8.x / 10.x only; deprecated 10.1, removed 11 [notes 3]
         # the cache's first line is rewritten for this TensorRT (else it is ignored and calibration runs
         # afresh with no data) [notes 3]
         config.int8_calibrator = trt_api.cache_calibrator(trt, major, cache_bytes, dla=dla_core is not None)
@@ -240,7 +240,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
                                   fp16_qdq=summary.fp16_qdq)
     gpu = trt_env.runtime_info()
     level = trt_api.hardware_level(trt, version, hardware_compatible, gpu["compute_capability"],
-                                   jetson=bool(gpu["platform"]["jetson"]))
+                                   jetson=bool(gpu.get("platform", {}).get("jetson")))
 
     logger = trt_env.logger(trt)
     since = logger.mark()  # this build's errors only: the logger is the process's one
@@ -268,7 +268,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
                       plan.onnx_precision, plan.strongly_typed, plan.implicit_int8, input_name,
                       {"min": list(lo), "opt": list(opt), "max": list(hi)}, dla_core, bool(version_compatible),
                       trt_api.hardware_level_name(hardware_compatible), int(workspace_bytes), round(seconds, 3),
-                      plan.typing, plan.precision_mix, gpu["platform"], device_record(trt_version=version))
+                      plan.typing, plan.precision_mix, gpu.get("platform", {}), device_record(trt_version=version))
 
 
 # ----------------------------------------------------------------------------- the bundle's engine (registry hook)

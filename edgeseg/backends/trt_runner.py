@@ -268,12 +268,12 @@ class TensorRTRunner(Runner):
         try:
             out_shape = self._set_shape(tuple(x.shape))
             out_dtype = torch.from_numpy(np.empty(0, self._output.dtype)).dtype
-            out = torch.empty(out_shape, dtype=out_dtype, device=x.device)
+            out = torch.empty(out_shape, dtype=out_dtype, device=x.device)  # a new block: 512-byte aligned
             current, stream = self._torch_stream(torch, x.device)
             if stream is not current:
                 stream.wait_stream(current)  # x (and out's allocation) are ready on the caller's stream first
             self._bind(self._input, x.data_ptr())
-            self._bind(self._output, aligned_cuda_tensor(out).data_ptr())
+            self._bind(self._output, out.data_ptr())
             self._run(stream.cuda_stream)
             stream.synchronize()  # like TorchRunner: the latency covers the work, and x may be freed after
             return out

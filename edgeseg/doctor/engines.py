@@ -141,7 +141,8 @@ def _export_check(report: Report, art: Artifacts) -> None:
         shares = np.bincount(labels.ravel(), minlength=CLASSES) / labels.size * 100
         row.detail = (f"PyTorch vs ONNX Runtime FP32: {_sizes_text(values)} agree; class shares "
                       f"{', '.join(f'{v:.0f}%' for v in shares)}")
-        require(min(values) >= 99.9, row.detail, "the exporter or ONNX Runtime is broken: reinstall torch / onnxruntime")
+        require(min(values) >= 99.9, row.detail,
+                "the exporter or ONNX Runtime is broken: reinstall torch / onnxruntime")
         require(shares.min() >= MIN_CLASS_SHARE, row.detail, "the tiny model did not learn its classes: report this")
 
 
