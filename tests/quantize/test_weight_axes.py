@@ -149,3 +149,31 @@ def test_sensitivity_fake_quantizes_on_the_layout_axis(up) -> None:
                  for v in ("8.6", "10.3")}
     (ct,) = [n.name for n in model.graph.node if n.op_type == "ConvTranspose"]
     assert by_target["8.6"][ct] != by_target["10.3"][ct]
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3"])
+def test_a_unet_quantized_for_a_version_lints_clean_for_it(version: str, tmp_path: Path) -> None:
+    """U-Net's up-convolutions through the whole INT8 path (ptq.build_int8 with the bundle's trt_version): every
+    ConvTranspose weight on the version's axis, and the lint of that version finds no axis error."""
+    from edgeseg.export.onnx_export import export_onnx
+    from edgeseg.models import ModelConfig, build_model
+    from edgeseg.quantize.ptq import Int8Options, build_int8
+
+    torch.manual_seed(0)
+    fp32 = tmp_path / "unet.onnx"
+    export_onnx(build_model(ModelConfig("unet", 4, width=0.125)), fp32, input_size=(64, 96),
+                metadata={"preprocessing": PRE})
+    rng = np.random.default_rng(0)
+    stats = collect_stats(fp32, [PRE(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))[None] for _ in range(2)])
+    out = tmp_path / "q.onnx"
+    build_int8(fp32, out, stats, layout="trt", calibrator="minmax", trt_version=version, preprocessing=PRE,
+               options=Int8Options(bias_correction=False))
+    model = onnx.load(str(out))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    axes = {next((a.i for a in producer[n.input[1]].attribute if a.name == "axis"), 1)
+            for n in model.graph.node if n.op_type == "ConvTranspose"}
+    assert axes == {0 if version.startswith("8.") else 1}
+    lint_as = "8.6" if version.startswith("8.") else version
+    assert [f for f in check_onnx(model, lint_as) if f.rule == "qdq-axis"] == []
+    other = "10" if version.startswith("8.") else "8.6"
+    assert [f for f in check_onnx(model, other) if f.rule == "qdq-axis"]  # the other version's lint refuses it
