@@ -319,9 +319,7 @@ def _qdq_rules(g: _Graph, trt_version: str) -> list[Finding]:
             continue
         conv = target[0]
         expected = axes[conv.op_type]
-        shape = g.shape(node.input[0])
-        rank = len(shape) if shape else 4
-        if axis % rank != expected:
+        if axis % _weight_rank(g, node) != expected:
             what = _AXIS_NAMES[conv.op_type][expected]
             fix = (f"edgeseg.backends.trt_lint.retarget_weight_axes(model, {trt_version!r}), or quantize with "
                    f"axis={expected} (QDQOpTypePerChannelSupportToAxis {axes})")
@@ -381,7 +379,7 @@ def retarget_weight_axes(model: Any, trt_version: str) -> int:
         target = _weight_consumer(g, dq) if dq.op_type == "DequantizeLinear" else None
         if target is None or target[0].op_type != "ConvTranspose" or (_scale_size(g, dq) or 0) <= 1:
             continue
-        if _attr(dq, "axis", 1) % 4 == axis:
+        if _attr(dq, "axis", 1) % _weight_rank(g, dq) == axis:
             continue
         q = g.producer.get(dq.input[0])
         if q is None or q.op_type != "QuantizeLinear" or q.input[0] not in inits:
@@ -406,6 +404,17 @@ def retarget_weight_axes(model: Any, trt_version: str) -> int:
         changed += 1
     _drop_unused(model, replaced)
     return changed
+
+
+def _weight_rank(g: _Graph, dq: Any) -> int:
+    """Rank of the weight a DequantizeLinear reconstructs (its constant input, or the float weight behind its
+    QuantizeLinear); 4 when unknown."""
+    src = dq.input[0]
+    q = g.producer.get(src)
+    if q is not None and q.op_type == "QuantizeLinear":
+        src = q.input[0]
+    shape = g.shape(src)
+    return len(shape) if shape else 4
 
 
 def retarget_weight_axes_file(path: str | Path, trt_version: str) -> int:
