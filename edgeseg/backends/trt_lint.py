@@ -9,8 +9,10 @@ parses but needs care. Each finding names the node and the fix. Rules (``Finding
   resize             Resize mode / coordinate transform / nearest mode / antialias / aspect policy
   qdq-int32-bias     int32 tensor into DequantizeLinear (quantized bias)
   qdq-zero-point     non-zero or unsigned INT8 zero point
-  qdq-axis           per-channel scales on the wrong weight axis (Conv 0, ConvTranspose 1) or on an
-                     activation (per-channel below opset 13 is invalid ONNX; onnx.checker refuses it)
+  qdq-axis           per-channel scales on a weight axis the version's kernels do not take (Conv 0;
+                     ConvTranspose 0 on 8.x, 1 on 10.x / 11.x: ``weight_axes``) or on an activation
+                     (per-channel below opset 13 is invalid ONNX; onnx.checker refuses it);
+                     ``retarget_weight_axes`` is the fix for a bundle built for another version
   dynamic-no-bounds  dynamic input dims without ``edgeseg.shape_bounds`` metadata
   dla-dynamic        DLA: dynamic input shapes
   dla-resize         DLA: linear Resize not in half_pixel mode (e.g. align_corners)
@@ -20,7 +22,8 @@ Sources: supported ops and opset ranges from onnx/onnx-tensorrt docs/operators.m
 table; 10.15 table "opset 9 to opset 24"; the 10.0 header "opset 9 to opset 20") and
 docs/Changelog.md (what each release added); Resize checks from onnxOpCheckers.cpp
 (checkResize) and onnx-tensorrt#913; Q/DQ rules from ../shared/docs/tensorrt-notes.md section 4
-(onnx-tensorrt#850, TensorRT#994); DLA rules from the same notes, sections 1 and 7, and where DLA
+(onnx-tensorrt#850, TensorRT#994), the ConvTranspose axis from the sources at ``convtranspose_weight_axis``
+(the notes' "ConvTranspose axis 1" holds for 10.x / 11.x only); DLA rules from the same notes, sections 1 and 7, and where DLA
 exists from ``trt_api``'s one table. Versions are parsed by ``trt_api`` (``release_line``).
 """
 from __future__ import annotations
@@ -101,7 +104,7 @@ def check_onnx(path_or_model: Any, trt_version: str = "10", dla: bool = False) -
     findings += _opset_rule(model, version)
     findings += _op_rule(g, version)
     findings += _resize_rule(g)
-    findings += _qdq_rules(g)
+    findings += _qdq_rules(g, str(trt_version))
     findings += _dynamic_rule(model)
     if dla:
         findings += _dla_rules(model, g, str(trt_version))
@@ -282,8 +285,9 @@ def _quantizes_constant(g: _Graph, node: Any) -> bool:
     return prod is not None and prod.op_type == "QuantizeLinear" and g.is_const(prod.input[0])
 
 
-def _qdq_rules(g: _Graph) -> list[Finding]:
+def _qdq_rules(g: _Graph, trt_version: str) -> list[Finding]:
     out = []
+    axes = weight_axes(trt_version)
     for name, node in g.nodes:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
@@ -315,17 +319,128 @@ def _qdq_rules(g: _Graph) -> list[Finding]:
         if target is None or target[1] != 1:
             continue
         conv = target[0]
-        expected = 0 if conv.op_type == "Conv" else 1
-        layout = "[K, C/g, kh, kw]" if expected == 0 else "[C, K/g, kh, kw]"
-        shape = g.shape(node.input[0])
-        rank = len(shape) if shape else 4
-        if axis % rank != expected:
+        expected = axes[conv.op_type]
+        if axis % _weight_rank(g, node) != expected:
+            what = _AXIS_NAMES[conv.op_type][expected]
+            fix = (f"edgeseg.backends.trt_lint.retarget_weight_axes(model, {trt_version!r}), or quantize with "
+                   f"axis={expected} (QDQOpTypePerChannelSupportToAxis {axes})")
             out.append(Finding("qdq-axis", "error", name,
-                               f"per-channel axis {axis} on the weight of {conv.op_type} {g.name(conv)}; the output "
-                               f"channel axis is {expected} ({layout})",
-                               f"quantize with axis={expected} (QDQOpTypePerChannelSupportToAxis "
-                               "{'Conv': 0, 'ConvTranspose': 1})"))
+                               f"per-channel axis {axis} on the weight of {conv.op_type} {g.name(conv)}; TensorRT "
+                               f"{trt_version} takes axis {expected} ({what})", fix))
     return out
+
+
+# ----------------------------------------------------------------------------- weight axes per version
+# ConvTranspose weights are [C_in, C_out/g, kh, kw] (Conv: [C_out, C_in/g, kh, kw]). Which axis TensorRT's INT8
+# deconvolution kernels take per-channel scales on:
+# * 8.x: per INPUT channel, axis 0. NVIDIA on TensorRT#2380 (2022-12): "since we use per-output-channel quant for
+#   Convs, the kernels assume per-input-channel quant for ConvTranspose", "We don't support per-output-channel
+#   quant for ConvTranspose"; TensorRT#1694 (8.2): "quantization toolkit misaligned with TRT implementation for
+#   convTranspose ... try quant axis 0". pytorch-quantization's QUANT_DESC_8BIT_CONVTRANSPOSE2D_WEIGHT_PER_CHANNEL
+#   (tools/pytorch-quantization/pytorch_quantization/tensor_quant.py) is axis 0 on release/8.4, 8.5, 8.6 (commit
+#   "use axis 0 as default for deconv", 2022-02).
+# * 10.x, 11.x: per OUTPUT channel, axis 1: the same descriptor is axis 1 on release/9.2, 9.3 and 10.2 through 11.1
+#   ("10.2 GA updates" changed it back), and ModelOpt 0.47 (NVIDIA's quantizer for TensorRT 10+) passes
+#   QDQOpTypePerChannelSupportToAxis {"Conv": 0, "ConvTranspose": 1} ("Cout axis"). UNVERIFIED: release/10.0 and
+#   10.1 still carry axis 0 (their copy predates the change); no 10.0 / 10.1 kernel was run here.
+# A per-tensor weight scale (one value) is valid on every version: TensorRT ignores the axis then (NvInfer.h).
+_AXIS_NAMES = {"Conv": {0: "output channels, [K, C/g, kh, kw]"},
+               "ConvTranspose": {0: "input channels, [C, K/g, kh, kw]", 1: "output channels, [C, K/g, kh, kw]"}}
+
+
+def convtranspose_weight_axis(trt_version: str) -> int:
+    """The per-channel axis of a ConvTranspose weight's Q/DQ that TensorRT ``trt_version`` takes: 0 on 8.x, 1 on
+    10.x / 11.x (sources above). EdgesegError for a version edgeseg does not build for (before 8.5, or 9.x)."""
+    release = trt_api.version_tuple(str(trt_version))
+    major = release[0]
+    if major == 9 or release[:2] < (8, 5):
+        raise EdgesegError(f"unsupported TensorRT version {trt_version!r} for INT8 weight axes: expected 8.5, 8.6, "
+                           "10.x or 11.x")
+    return 0 if major < 10 else 1
+
+
+def weight_axes(trt_version: str) -> dict[str, int]:
+    """Per-channel weight axis by op type for TensorRT ``trt_version`` (the trt layout's and this lint's table)."""
+    return {"Conv": 0, "ConvTranspose": convtranspose_weight_axis(trt_version)}
+
+
+def retarget_weight_axes(model: Any, trt_version: str) -> int:
+    """Rewrite in place the per-channel Q/DQ pairs on ConvTranspose weights of a loaded ``onnx.ModelProto`` to the
+    axis TensorRT ``trt_version`` takes, the scales recomputed from the float weight as the quantizer does
+    (symmetric INT8: max |w| over the other axes / 127, 1 for an all-zero channel; the scale keeps its dtype).
+    Returns the number of weights rewritten (0: already right, or per-tensor). Weights stored as INT8 (a DQ with
+    no Q) cannot be requantized losslessly: EdgesegError."""
+    from onnx import helper, numpy_helper
+
+    g = _Graph(model)
+    inits = {i.name: i for i in model.graph.initializer}
+    axis = convtranspose_weight_axis(trt_version)
+    changed, replaced = 0, set()
+    for _, dq in list(g.nodes):
+        target = _weight_consumer(g, dq) if dq.op_type == "DequantizeLinear" else None
+        if target is None or target[0].op_type != "ConvTranspose" or (_scale_size(g, dq) or 0) <= 1:
+            continue
+        if _attr(dq, "axis", 1) % _weight_rank(g, dq) == axis:
+            continue
+        q = g.producer.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or q.input[0] not in inits:
+            raise EdgesegError(f"the ConvTranspose weight behind {dq.name or dq.output[0]} is stored quantized; "
+                               f"requantize it from the FP32 model for TensorRT {trt_version} (edgeseg quantize)")
+        w = numpy_helper.to_array(inits[q.input[0]]).astype(np.float32)
+        others = tuple(d for d in range(w.ndim) if d != axis)
+        amax = np.abs(w).max(axis=others)
+        scale_dtype = numpy_helper.to_array(inits[dq.input[1]]).dtype
+        scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(scale_dtype)
+        names = (f"{q.input[0]}_scale_axis{axis}", f"{q.input[0]}_zero_point_axis{axis}")
+        replaced.update(q.input[1:3])
+        model.graph.initializer.extend([numpy_helper.from_array(scale, names[0]),
+                                        numpy_helper.from_array(np.zeros(scale.shape, np.int8), names[1])])
+        for node in (q, dq):
+            node.input[1:3] = list(names)
+            for attr in node.attribute:
+                if attr.name == "axis":
+                    attr.i = axis
+            if not any(a.name == "axis" for a in node.attribute):
+                node.attribute.append(helper.make_attribute("axis", axis))
+        changed += 1
+    _drop_unused(model, replaced)
+    return changed
+
+
+def _weight_rank(g: _Graph, dq: Any) -> int:
+    """Rank of the weight a DequantizeLinear reconstructs (its constant input, or the float weight behind its
+    QuantizeLinear); 4 when unknown."""
+    src = dq.input[0]
+    q = g.producer.get(src)
+    if q is not None and q.op_type == "QuantizeLinear":
+        src = q.input[0]
+    shape = g.shape(src)
+    return len(shape) if shape else 4
+
+
+def retarget_weight_axes_file(path: str | Path, trt_version: str) -> int:
+    """``retarget_weight_axes`` on the ONNX file ``path`` (rewritten in place only when something changed, its
+    ``edgeseg.qdq_trt_target`` metadata set to ``trt_version``); returns the number of weights rewritten."""
+    import onnx
+
+    from edgeseg.export.metadata import set_metadata
+    from edgeseg.io_utils import atomic_path
+
+    model = onnx.load(str(path))
+    changed = retarget_weight_axes(model, trt_version)
+    if changed:
+        set_metadata(model, {"qdq_trt_target": str(trt_version), "qdq_weight_axes": weight_axes(trt_version)})
+        with atomic_path(path) as tmp:
+            onnx.save(model, str(tmp))
+    return changed
+
+
+def _drop_unused(model: Any, names: set[str]) -> None:
+    """Remove the initializers ``names`` that no node reads any more."""
+    used = {name for node in model.graph.node for name in node.input}
+    keep = [i for i in model.graph.initializer if i.name in used or i.name not in names]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
 
 
 def _bounds(model: Any) -> dict[str, Any]:
@@ -390,4 +505,5 @@ def _dla_rules(model: Any, g: _Graph, version: str) -> list[Finding]:
     return out
 
 
-__all__ = ["Finding", "check_onnx"]
+__all__ = ["Finding", "check_onnx", "convtranspose_weight_axis", "retarget_weight_axes", "retarget_weight_axes_file",
+           "weight_axes"]

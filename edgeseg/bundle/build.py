@@ -129,6 +129,10 @@ def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> Buil
             roles["fp16"] = convert_fp16(fp32, stage / role_file("fp16")).name
         elif opts.precision == "int8":
             manifest["calibration"] = _build_int8(opts, fp32, pre, stage, roles, log)
+        if opts.precision != "fp32":
+            from edgeseg.quantize.fp16 import fp32_islands_by_file
+
+            manifest["fp32_ops"] = fp32_islands_by_file(stage, roles)  # what still computes FP32 in each FP16 ONNX
         manifest["metrics"] = _measure_miou(opts, stage, roles, pre, log)
         manifest["runtime"] = _measure_runtimes(opts, stage, dict(manifest, roles=roles), log)
         manifest.update(_accelerator_artifacts(opts, stage, roles, manifest, notes, log))
@@ -180,13 +184,26 @@ def _build_int8(opts: BuildOptions, fp32: Path, pre, stage: Path, roles: dict[st
     roles["int8"] = role_file("int8")
     cache = _build_int8_trt_layout(opts, fp32, pre, stage, roles, stats, inputs, log)
     info: dict[str, Any] = {"manifest": CALIBRATION_MANIFEST, "manifest_sha256": calib.sha256, "count": calib.count,
-                            "calibrator": opts.calibrator, "split": opts.calib_split, "trt_cache": cache}
+                            "calibrator": opts.calibrator, "split": opts.calib_split, "trt_cache": cache,
+                            "trt_weight_axes": _trt_weight_axes(stage, roles)}
     if report.guard is not None:
         g = report.guard
         info["guard"] = {"max_drop": g.max_drop, "fp32_miou": g.fp32_miou, "int8_miou": g.int8_miou,
                          "final_miou": g.final_miou, "fits": g.fits, "kept_high_precision": g.excluded}
         log(f"guard: kept {len(g.excluded)} layers in float, mIoU {g.int8_miou:.2f} -> {g.final_miou:.2f}")
     return info
+
+
+def _trt_weight_axes(stage: Path, roles: dict[str, str]) -> dict[str, Any]:
+    """Each trt-layout Q/DQ file -> the TensorRT it targets and its per-channel weight axes (ConvTranspose: 0 on
+    8.x, 1 on 10.x / 11.x; retarget with edgeseg.backends.trt_lint.retarget_weight_axes_file)."""
+    from edgeseg.export.metadata import read_onnx_metadata
+
+    records = {}
+    for role in ("int8_trt", "int8_trt_fp16"):
+        meta = read_onnx_metadata(stage / roles[role])
+        records[roles[role]] = {"trt_target": meta.get("qdq_trt_target"), "axes": meta.get("qdq_weight_axes")}
+    return records
 
 
 def _build_int8_trt_layout(opts: BuildOptions, fp32: Path, pre, stage: Path, roles: dict[str, str], stats,

@@ -125,8 +125,9 @@ def build_int8(onnx_path: str | Path, out: str | Path, stats: dict[str, TensorSt
     ``miou_of`` and ``sensitivity_inputs``: a few (1,3,H,W) calibration inputs for the per-layer ranking).
 
     ``preprocessing``: the model's (default: read from its metadata), for the input range.
-    ``calib_inputs``: returns a fresh iterator over the calibration inputs (bias correction)."""
-    layout = get_layout(layout)
+    ``calib_inputs``: returns a fresh iterator over the calibration inputs (bias correction).
+    ``trt_version``: the TensorRT the cache and a layout given by name (its weight axes) target."""
+    layout = get_layout(layout, trt_version)
     _refuse_early(calibrator, trt_cache, trt_version)
     if preprocessing is None:
         from edgeseg.export.metadata import read_preprocessing

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.backends.trt_api import trt_major
+from edgeseg.backends.trt_lint import retarget_weight_axes
 from edgeseg.errors import EdgesegError
 from edgeseg.io_utils import atomic_path
 from edgeseg.quantize.calibrators import compute_amax, compute_range_u8
 from edgeseg.quantize.histograms import TensorStats
-from edgeseg.quantize.layouts import LAYOUTS, TRT, QuantLayout, get_layout
+from edgeseg.quantize.layouts import DEFAULT_TRT_TARGET, LAYOUTS, TRT, QuantLayout, get_layout
 
 FP16_SCALE_MIN_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 scales from opset 19
+STRONGLY_TYPED_TARGET = "11"  # what FP16-scale graphs target unless told: strongly typed TensorRT (10.x by choice, 11)
 
 
 def activation_ranges(stats: dict[str, TensorStats], method: str, layout: str | QuantLayout,
@@ -81,13 +84,20 @@ def _check_request(model, ranges: dict[str, tuple[float, float]], layout: QuantL
 
 
 def _apply_post_passes(path: Path, layout: QuantLayout) -> None:
-    """Run the layout's rewrites on the quantized model at ``path`` (saved again only when one changed it)."""
-    if not layout.post_passes:
+    """Run the layout's rewrites on the quantized model at ``path`` (saved again only when one changed it), then
+    put the per-channel weights on the axes of the layout's TensorRT target. ONNX Runtime's quantizer writes
+    Conv 0 / ConvTranspose 1 whatever QDQOpTypePerChannelSupportToAxis says (its QDQ Conv handler asks
+    is_tensor_per_channel without the op type), so the target's axes are applied here, by the function that
+    also retargets a bundle (``trt_lint.retarget_weight_axes``)."""
+    if not layout.post_passes and layout.target_weight_axes is None:
         return
     import onnx
 
     model = onnx.load(str(path))
-    if sum(rewrite(model) for rewrite in layout.post_passes):
+    changes = sum(rewrite(model) for rewrite in layout.post_passes)
+    if layout.target_weight_axes is not None:
+        changes += retarget_weight_axes(model, layout.trt_target or DEFAULT_TRT_TARGET)
+    if changes:
         onnx.save(model, str(path))
 
 
@@ -102,13 +112,18 @@ def quantize_qdq(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, 
 
     ``fp16_scales`` (layouts with ``fp16_scales``: trt): FP16 Q/DQ scales and an FP16 graph with FP32 I/O,
     for strongly typed TensorRT 10/11 builds where a DQ's output type follows its scale (INT8 + FP16).
-    Needs an opset >= 19 export, which TensorRT 8.6 cannot parse."""
+    Needs an opset >= 19 export, which TensorRT 8.6 cannot parse; a trt layout targeting 8.x is placed for
+    ``STRONGLY_TYPED_TARGET`` then (the weight axes of 10.x / 11.x).
+
+    The metadata records the layout, the scale dtype, the per-channel weight axes and the TensorRT target."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, quantize_static
 
     layout = get_layout(layout)
     model = onnx.load(str(fp32_path))
     _check_request(model, ranges, layout, fp16_scales)
+    if fp16_scales and layout.trt_target is not None and trt_major(layout.trt_target) < 10:
+        layout = layout.for_target(STRONGLY_TYPED_TARGET)
     op_types = sorted({n.op_type for n in model.graph.node})
     nodes_to_exclude = list(nodes_to_exclude) + layout.float_nodes(model)
     out_path = Path(out_path)
@@ -129,8 +144,11 @@ def quantize_qdq(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, 
                 from edgeseg.quantize.fp16 import convert_fp16
 
                 convert_fp16(tmp_out, tmp_out)
-            _carry_metadata(fp32_path, tmp_out, {"precision": "int8", "qdq_layout": layout.name,
-                                                 "qdq_scale_dtype": "fp16" if fp16_scales else "fp32"})
+            fields = {"precision": "int8", "qdq_layout": layout.name, "qdq_scale_dtype": "fp16" if fp16_scales else
+                      "fp32", "qdq_weight_axes": layout.weight_axes()}
+            if layout.trt_target is not None:
+                fields["qdq_trt_target"] = layout.trt_target
+            _carry_metadata(fp32_path, tmp_out, fields)
     return out_path
 
 
@@ -147,17 +165,17 @@ def upgrade_opset(src: str | Path, dst: str | Path, opset: int = FP16_SCALE_MIN_
 
 
 def fp16_qdq_graph(fp32_path: str | Path, out_path: str | Path, ranges: dict[str, tuple[float, float]],
-                   nodes_to_exclude: Iterable[str] = ()) -> Path:
+                   nodes_to_exclude: Iterable[str] = (), trt_version: str = STRONGLY_TYPED_TARGET) -> Path:
     """The mixed INT8 + FP16 graph for strongly typed TensorRT (11.x, or 10.x by choice): the trt layout
-    with FP16 scales and FP16 compute between the Q/DQ pairs (what ModelOpt's high_precision_dtype="fp16"
-    produces), from an FP32 export of any opset (upgraded to 19 on the way)."""
+    placed for ``trt_version`` with FP16 scales and FP16 compute between the Q/DQ pairs (what ModelOpt's
+    high_precision_dtype="fp16" produces), from an FP32 export of any opset (upgraded to 19 on the way)."""
     import onnx
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-o19-") as tmp:
         src = Path(fp32_path)
         if _opset(onnx.load(str(src), load_external_data=False)) < FP16_SCALE_MIN_OPSET:
             src = upgrade_opset(src, Path(tmp) / "model.o19.onnx")
-        return quantize_qdq(src, out_path, ranges, TRT, nodes_to_exclude, fp16_scales=True)
+        return quantize_qdq(src, out_path, ranges, TRT.for_target(trt_version), nodes_to_exclude, fp16_scales=True)
 
 
 @contextlib.contextmanager

@@ -46,14 +46,15 @@ def rank_layers(model, activations: Iterable[dict[str, np.ndarray]], ranges: dic
     ``activations``: the FP32 tensors by name (every conv input), per calibration image or in groups."""
     from onnx import numpy_helper
 
-    fake_quant = get_layout(layout).fake_quant
+    layout = get_layout(layout)
+    fake_quant = layout.fake_quant
     arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     weights = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
     convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose") and n.input[1] in weights
              and n.input[0] in ranges]
     signal = {n.name: 0.0 for n in convs}
     noise = {n.name: 0.0 for n in convs}
-    quantized = {n.name: torch.from_numpy(fake_quant_weight(arrays[n.input[1]], 0 if n.op_type == "Conv" else 1))
+    quantized = {n.name: torch.from_numpy(fake_quant_weight(arrays[n.input[1]], layout.weight_axis(n.op_type)))
                  for n in convs}
     with torch.no_grad():
         for acts in activations:

@@ -1,7 +1,8 @@
 """Where the ``trt`` layout puts Q/DQ: what TensorRT's explicit quantization fuses (ModelOpt 0.47's rules).
 
 * Q/DQ only on the inputs and weights of Conv / ConvTranspose / pooling (and the Resizes below), per-channel
-  weights on the output-channel axis (Conv 0, ConvTranspose 1), float biases, no Q/DQ on op outputs;
+  weights on the axis the target TensorRT takes (``trt_weight_axes``: Conv 0; ConvTranspose 0 on 8.x, 1 on
+  10.x / 11.x, from ``backends.trt_lint``), float biases, no Q/DQ on op outputs;
 * Resize quantized on its data input only where that input is a Conv(+BN)+activation output (such a Resize
   "prefers quantized input", which lets TensorRT keep the Conv output in INT8); every other Resize stays float;
 * residual Adds fed a Q/DQ on the identity branch only (the Conv branch stays float so Conv+Add fuse).
@@ -9,6 +10,8 @@
 from __future__ import annotations
 
 from typing import Any
+
+from edgeseg.backends.trt_lint import weight_axes
 
 TRT_OP_TYPES = ["Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "Resize"]
 ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Elu", "Selu", "Softplus", "Tanh"}
@@ -19,8 +22,12 @@ def trt_quantizer_options(op_types: list[str]) -> dict[str, Any]:
     """ONNX Runtime ``quantize_static`` keywords for TensorRT's placement (``op_types``: the model's op types)."""
     return dict(op_types_to_quantize=TRT_OP_TYPES,
                 extra_options={"AddQDQPairToWeight": True, "QuantizeBias": False, "ForceQuantizeNoInputCheck": True,
-                               "DedicatedQDQPair": False, "OpTypesToExcludeOutputQuantization": sorted(op_types),
-                               "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1}})
+                               "DedicatedQDQPair": False, "OpTypesToExcludeOutputQuantization": sorted(op_types)})
+
+
+def trt_weight_axes(trt_version: str) -> dict[str, int]:
+    """Per-channel weight axis by op type for TensorRT ``trt_version`` (the lint's table, one place)."""
+    return weight_axes(trt_version)
 
 
 def resizes_left_float(model) -> list[str]:

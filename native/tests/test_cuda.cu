@@ -1,10 +1,12 @@
 // ctest "cuda_vs_cpu": the CUDA kernels against the CPU implementation on random frames and logits
-// (RGB, BGR, NV12; resize up, down and none). Exit 77 (skipped) when no CUDA GPU is present.
+// (RGB, BGR, NV12; resize up, down and none), on every GPU with the current device left at 0; a bad device
+// index throws; the caller's current device is restored. Exit 77 (skipped) when no CUDA GPU is present.
 #include <cuda_runtime.h>
 
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "edgeseg/cuda.hpp"
@@ -25,12 +27,9 @@ static std::vector<T> to_host(const T* p, size_t n) {
   return v;
 }
 
-int main() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    std::printf("no CUDA GPU: skipped\n");
-    return 77;
-  }
+// The kernels on GPU `device` against the CPU code, called from a thread whose current device is 0.
+static void compare_on(int device) {
+  cudaSetDevice(device);  // the buffers live on `device`
   std::mt19937 rng(3);
   edgeseg::Preprocessing p;
   p.mean = {0.485f, 0.456f, 0.406f};
@@ -53,14 +52,16 @@ int main() {
         cudaMalloc(&dout, cpu.size() * sizeof(float));
         edgeseg::Frame dev = host;
         dev.data = dframe;
-        edgeseg::cuda::preprocess(dev, p, nh, nw, dout, nullptr);
+        cudaSetDevice(0);
+        edgeseg::cuda::preprocess(dev, p, nh, nw, dout, nullptr, device);
+        cudaSetDevice(device);
         auto gpu = to_host(dout, cpu.size());
         size_t diff = 0;
         for (size_t i = 0; i < cpu.size(); ++i) diff += std::memcmp(&cpu[i], &gpu[i], sizeof(float)) != 0;
         if (diff) {
           ++failures;
-          std::fprintf(stderr, "preprocess %dx%d->%dx%d format %d bgr %d: %zu of %zu values differ\n", h, w, nh, nw,
-                       fmt, bgr, diff, cpu.size());
+          std::fprintf(stderr, "GPU %d preprocess %dx%d->%dx%d format %d bgr %d: %zu of %zu values differ\n", device,
+                       h, w, nh, nw, fmt, bgr, diff, cpu.size());
         }
         cudaFree(dframe);
         cudaFree(dout);
@@ -75,20 +76,70 @@ int main() {
     float* dl = to_device(logits);
     uint8_t* dlab = nullptr;
     cudaMalloc(&dlab, cpu.size());
-    edgeseg::cuda::labels_from_logits(dl, classes, lh, lw, s[0], s[1], dlab, nullptr);
+    cudaSetDevice(0);
+    edgeseg::cuda::labels_from_logits(dl, classes, lh, lw, s[0], s[1], dlab, nullptr, device);
+    cudaSetDevice(device);
     auto gpu = to_host(dlab, cpu.size());
     if (gpu != cpu) {
       ++failures;
-      std::fprintf(stderr, "labels %dx%d -> %dx%d differ\n", lh, lw, s[0], s[1]);
+      std::fprintf(stderr, "GPU %d labels %dx%d -> %dx%d differ\n", device, lh, lw, s[0], s[1]);
     }
     cudaFree(dl);
     cudaFree(dlab);
   }
   cudaError_t e = cudaDeviceSynchronize();
   if (e != cudaSuccess) {
-    std::fprintf(stderr, "CUDA error %s\n", cudaGetErrorString(e));
-    return 1;
+    ++failures;
+    std::fprintf(stderr, "GPU %d: CUDA error %s\n", device, cudaGetErrorString(e));
   }
-  std::printf("cuda vs cpu: %d failures\n", failures);
+  cudaSetDevice(0);
+}
+
+// A device index that does not exist throws edgeseg::Error; a good call leaves the caller's device current.
+static void check_device_handling(int count) {
+  edgeseg::Preprocessing p;
+  std::vector<uint8_t> frame(8 * 8 * 3);
+  edgeseg::Frame f{frame.data(), 8, 8, edgeseg::PixelFormat::RGB, 3, 0, nullptr};
+  try {
+    edgeseg::cuda::preprocess(f, p, 8, 8, nullptr, nullptr, count);
+    ++failures;
+    std::fprintf(stderr, "device %d (of %d) did not throw\n", count, count);
+  } catch (const edgeseg::Error& err) {
+    if (std::string(err.what()).find("cudaSetDevice") == std::string::npos) {
+      ++failures;
+      std::fprintf(stderr, "unexpected error for a bad device: %s\n", err.what());
+    }
+  }
+  const int last = count - 1;
+  float* logits = nullptr;
+  uint8_t* labels = nullptr;
+  cudaSetDevice(last);
+  cudaMalloc(&logits, 2 * 4 * 4 * sizeof(float));
+  cudaMemset(logits, 0, 2 * 4 * 4 * sizeof(float));
+  cudaMalloc(&labels, 4 * 4);
+  cudaSetDevice(0);
+  edgeseg::cuda::labels_from_logits(logits, 2, 4, 4, 4, 4, labels, nullptr, last);
+  int current = -1;
+  cudaGetDevice(&current);
+  if (current != 0) {
+    ++failures;
+    std::fprintf(stderr, "current device %d after a call on GPU %d, expected the caller's 0\n", current, last);
+  }
+  cudaSetDevice(last);
+  cudaDeviceSynchronize();
+  cudaFree(logits);
+  cudaFree(labels);
+  cudaSetDevice(0);
+}
+
+int main() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    std::printf("no CUDA GPU: skipped\n");
+    return 77;
+  }
+  for (int device = 0; device < count; ++device) compare_on(device);
+  check_device_handling(count);
+  std::printf("cuda vs cpu on %d GPU(s): %d failures\n", count, failures);
   return failures ? 1 : 0;
 }

@@ -125,6 +125,20 @@ def test_per_channel_weight_axis() -> None:
         assert check_onnx(good, "10") == []
 
 
+@pytest.mark.parametrize("version, good_axis", [("8.6", 0), ("8.6.1", 0), ("10", 1), ("10.3", 1), ("11", 1)])
+def test_convtranspose_weight_axis_follows_the_version(version: str, good_axis: int) -> None:
+    """TensorRT 8.x deconvolution kernels take per-INPUT-channel scales (NVIDIA, TensorRT#2380; pytorch-quantization
+    release/8.4-8.6 axis 0); 10.x / 11.x per output channel (pytorch-quantization release/10.2+, ModelOpt).
+    Before: axis 1 passed on every version, axis 0 failed on every version."""
+    shapes = {0: (4, 8, 3, 3), 1: (4, 8, 3, 3)}
+    good = _conv_with_weight_qdq("ConvTranspose", good_axis, shapes[good_axis], good_axis)
+    bad = _conv_with_weight_qdq("ConvTranspose", 1 - good_axis, shapes[good_axis], 1 - good_axis)
+    assert check_onnx(good, version) == []
+    (f,) = _rules(bad, version)["qdq-axis"]
+    assert f"takes axis {good_axis}" in f.message and "retarget_weight_axes" in f.fix
+    assert ("input channels" if good_axis == 0 else "output channels") in f.message
+
+
 def test_per_channel_activation() -> None:
     scale = _init("s", np.full(4, 0.1, np.float32))
     zp = _init("z", np.zeros(4, np.int8))

@@ -107,6 +107,29 @@ __global__ void labels_kernel(const float* logits, int classes, int h, int w, in
   labels[static_cast<size_t>(y) * out_w + x] = static_cast<uint8_t>(arg);
 }
 
+// Makes `device` current for the lifetime of the guard and restores the caller's device after (cudaSetDevice
+// is per host thread: without it a call from a thread whose current device is another GPU launches there).
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+    cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // clear it (not sticky), so a later check_launch does not report it
+      throw Error("cudaSetDevice(" + std::to_string(device) + ") failed (" + cudaGetErrorString(e) +
+                  "); pass the index of the GPU that holds the buffers");
+    }
+  }
+  ~DeviceGuard() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
 void check_launch(const char* what) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess)
@@ -118,7 +141,8 @@ dim3 grid_for(int w, int h, dim3 block) { return dim3((w + block.x - 1) / block.
 
 }  // namespace
 
-void preprocess(const Frame& frame, const Preprocessing& p, int net_h, int net_w, float* chw, void* stream) {
+void preprocess(const Frame& frame, const Preprocessing& p, int net_h, int net_w, float* chw, void* stream,
+                int device) {
   const bool resize = net_h != frame.height || net_w != frame.width;
   if (resize && p.resize != ResizeMode::Bilinear)
     throw Error("this bundle's preprocessing uses the legacy PIL bilinear resize, which the native runtime does "
@@ -132,6 +156,7 @@ void preprocess(const Frame& frame, const Preprocessing& p, int net_h, int net_w
   } else if (!f.stride) {
     f.stride = static_cast<size_t>(frame.width) * 3;
   }
+  const DeviceGuard on(device);
   const dim3 block(32, 8);
   preprocess_kernel<<<grid_for(net_w, net_h, block), block, 0, static_cast<cudaStream_t>(stream)>>>(
       f, net_h, net_w, make_float3(p.mean[0], p.mean[1], p.mean[2]), make_float3(p.std[0], p.std[1], p.std[2]),
@@ -140,9 +165,10 @@ void preprocess(const Frame& frame, const Preprocessing& p, int net_h, int net_w
 }
 
 void labels_from_logits(const float* logits, int classes, int h, int w, int out_h, int out_w, uint8_t* labels,
-                        void* stream) {
+                        void* stream, int device) {
   if (classes < 1 || classes > 256)
     throw Error("expected 1 to 256 classes for an 8-bit class map, got " + std::to_string(classes));
+  const DeviceGuard on(device);
   const dim3 block(32, 8);
   labels_kernel<<<grid_for(out_w, out_h, block), block, 0, static_cast<cudaStream_t>(stream)>>>(
       logits, classes, h, w, out_h, out_w, labels);
