@@ -778,3 +778,35 @@ __all__ = ["ADDRESS_ALIGNMENT", "DLA_TABLE", "DlaFacts", "HARDWARE_LEVELS", "JET
            "precision_plan", "profile_shapes", "release_line", "require_build_support", "require_compatible",
            "require_dla_cores", "require_implicit_int8", "require_version_compatible", "retarget_calibration_cache",
            "tensor_precision", "trt_major", "version_code", "version_tuple"]
+
+
+# ----------------------------------------------------------------------------- INT8 weight axes per version
+# ConvTranspose weights are [C_in, C_out/g, kh, kw] (Conv: [C_out, C_in/g, kh, kw]). Which axis TensorRT's INT8
+# deconvolution kernels take per-channel scales on:
+# * 8.x: per INPUT channel, axis 0. NVIDIA on TensorRT#2380 (2022-12): "since we use per-output-channel quant for
+#   Convs, the kernels assume per-input-channel quant for ConvTranspose", "We don't support per-output-channel
+#   quant for ConvTranspose"; TensorRT#1694 (8.2): "quantization toolkit misaligned with TRT implementation for
+#   convTranspose ... try quant axis 0". pytorch-quantization's QUANT_DESC_8BIT_CONVTRANSPOSE2D_WEIGHT_PER_CHANNEL
+#   (tools/pytorch-quantization/pytorch_quantization/tensor_quant.py) is axis 0 on release/8.4, 8.5, 8.6 (commit
+#   "use axis 0 as default for deconv", 2022-02).
+# * 10.x, 11.x: per OUTPUT channel, axis 1: the same descriptor is axis 1 on release/9.2, 9.3 and 10.2 through 11.1
+#   ("10.2 GA updates" changed it back), and ModelOpt 0.47 (NVIDIA's quantizer for TensorRT 10+) passes
+#   QDQOpTypePerChannelSupportToAxis {"Conv": 0, "ConvTranspose": 1} ("Cout axis"). UNVERIFIED: release/10.0 and
+#   10.1 still carry axis 0 (their copy predates the change); no 10.0 / 10.1 kernel was run here.
+# A per-tensor weight scale (one value) is valid on every version: TensorRT ignores the axis then (NvInfer.h).
+
+
+def convtranspose_weight_axis(trt_version: str) -> int:
+    """The per-channel axis of a ConvTranspose weight's Q/DQ that TensorRT ``trt_version`` takes: 0 on 8.x, 1 on
+    10.x / 11.x (sources above). EdgesegError for a version edgeseg does not build for (before 8.5, or 9.x)."""
+    release = version_tuple(str(trt_version))
+    major = release[0]
+    if major == 9 or release[:2] < (8, 5):
+        raise EdgesegError(f"unsupported TensorRT version {trt_version!r} for INT8 weight axes: expected 8.5, 8.6, "
+                           "10.x or 11.x")
+    return 0 if major < 10 else 1
+
+
+def weight_axes(trt_version: str) -> dict[str, int]:
+    """Per-channel weight axis by op type for TensorRT ``trt_version`` (the trt layout's and trt_lint's table)."""
+    return {"Conv": 0, "ConvTranspose": convtranspose_weight_axis(trt_version)}

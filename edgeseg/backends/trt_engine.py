@@ -298,6 +298,20 @@ def retarget_bundle_cache(root: Path, roles: Mapping[str, str], trt_version: str
     return header
 
 
+def _retarget_weight_axes(request: ArtifactRequest, source: str, version: str) -> None:
+    """A trt-layout Q/DQ source made for another TensorRT gets the ConvTranspose weight axis this one takes
+    (``trt_api.weight_axes``), rewritten in the staging folder; the manifest's ``calibration.trt_weight_axes``
+    record follows."""
+    from edgeseg.backends.trt_lint import retarget_weight_axes_file
+
+    if request.precision != "int8" or not retarget_weight_axes_file(request.stage / source, version):
+        return
+    axes = (request.manifest.get("calibration") or {}).get("trt_weight_axes")
+    if isinstance(axes, dict):
+        axes[source] = {"trt_target": version, "axes": trt_api.weight_axes(version)}
+    request.log(f"{source}: ConvTranspose weight Q/DQ retargeted to the axis TensorRT {version} takes")
+
+
 def build_artifacts(request: ArtifactRequest) -> dict[str, Any]:
     """The TensorRT backend's artifact hook (``registry.Backend.build_artifacts``): ``model.engine`` in the
     staging folder, from the ONNX ``trt_api.engine_source`` names for this TensorRT, with the bundle's shape
@@ -305,9 +319,10 @@ def build_artifacts(request: ArtifactRequest) -> dict[str, Any]:
     ``engine`` role; returns the manifest's ``engine`` record (which typing and precision mix were used)."""
     version = trt_env.require("tensorrt").__version__
     stage, roles = request.stage, request.roles
+    source = trt_api.engine_source(roles, request.precision, version)
     if request.on_device:
         retarget_bundle_cache(stage, roles, version, request.log)
-    source = trt_api.engine_source(roles, request.precision, version)
+        _retarget_weight_axes(request, source, version)
     bounds = (request.manifest.get("input") or {}).get("shape_bounds") or None
     engine = role_file("engine")
     info = build_engine(stage / source, stage / engine, precision=request.precision,

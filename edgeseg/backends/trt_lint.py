@@ -22,7 +22,7 @@ Sources: supported ops and opset ranges from onnx/onnx-tensorrt docs/operators.m
 table; 10.15 table "opset 9 to opset 24"; the 10.0 header "opset 9 to opset 20") and
 docs/Changelog.md (what each release added); Resize checks from onnxOpCheckers.cpp
 (checkResize) and onnx-tensorrt#913; Q/DQ rules from ../shared/docs/tensorrt-notes.md section 4
-(onnx-tensorrt#850, TensorRT#994), the ConvTranspose axis from the sources at ``convtranspose_weight_axis``
+(onnx-tensorrt#850, TensorRT#994), the ConvTranspose axis from the sources at ``trt_api.convtranspose_weight_axis``
 (the notes' "ConvTranspose axis 1" holds for 10.x / 11.x only); DLA rules from the same notes, sections 1 and 7, and where DLA
 exists from ``trt_api``'s one table. Versions are parsed by ``trt_api`` (``release_line``).
 """
@@ -287,7 +287,7 @@ def _quantizes_constant(g: _Graph, node: Any) -> bool:
 
 def _qdq_rules(g: _Graph, trt_version: str) -> list[Finding]:
     out = []
-    axes = weight_axes(trt_version)
+    axes = trt_api.weight_axes(trt_version)
     for name, node in g.nodes:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
@@ -331,37 +331,9 @@ def _qdq_rules(g: _Graph, trt_version: str) -> list[Finding]:
 
 
 # ----------------------------------------------------------------------------- weight axes per version
-# ConvTranspose weights are [C_in, C_out/g, kh, kw] (Conv: [C_out, C_in/g, kh, kw]). Which axis TensorRT's INT8
-# deconvolution kernels take per-channel scales on:
-# * 8.x: per INPUT channel, axis 0. NVIDIA on TensorRT#2380 (2022-12): "since we use per-output-channel quant for
-#   Convs, the kernels assume per-input-channel quant for ConvTranspose", "We don't support per-output-channel
-#   quant for ConvTranspose"; TensorRT#1694 (8.2): "quantization toolkit misaligned with TRT implementation for
-#   convTranspose ... try quant axis 0". pytorch-quantization's QUANT_DESC_8BIT_CONVTRANSPOSE2D_WEIGHT_PER_CHANNEL
-#   (tools/pytorch-quantization/pytorch_quantization/tensor_quant.py) is axis 0 on release/8.4, 8.5, 8.6 (commit
-#   "use axis 0 as default for deconv", 2022-02).
-# * 10.x, 11.x: per OUTPUT channel, axis 1: the same descriptor is axis 1 on release/9.2, 9.3 and 10.2 through 11.1
-#   ("10.2 GA updates" changed it back), and ModelOpt 0.47 (NVIDIA's quantizer for TensorRT 10+) passes
-#   QDQOpTypePerChannelSupportToAxis {"Conv": 0, "ConvTranspose": 1} ("Cout axis"). UNVERIFIED: release/10.0 and
-#   10.1 still carry axis 0 (their copy predates the change); no 10.0 / 10.1 kernel was run here.
-# A per-tensor weight scale (one value) is valid on every version: TensorRT ignores the axis then (NvInfer.h).
+# Which axis each TensorRT version takes: trt_api.weight_axes (the sources are cited there).
 _AXIS_NAMES = {"Conv": {0: "output channels, [K, C/g, kh, kw]"},
                "ConvTranspose": {0: "input channels, [C, K/g, kh, kw]", 1: "output channels, [C, K/g, kh, kw]"}}
-
-
-def convtranspose_weight_axis(trt_version: str) -> int:
-    """The per-channel axis of a ConvTranspose weight's Q/DQ that TensorRT ``trt_version`` takes: 0 on 8.x, 1 on
-    10.x / 11.x (sources above). EdgesegError for a version edgeseg does not build for (before 8.5, or 9.x)."""
-    release = trt_api.version_tuple(str(trt_version))
-    major = release[0]
-    if major == 9 or release[:2] < (8, 5):
-        raise EdgesegError(f"unsupported TensorRT version {trt_version!r} for INT8 weight axes: expected 8.5, 8.6, "
-                           "10.x or 11.x")
-    return 0 if major < 10 else 1
-
-
-def weight_axes(trt_version: str) -> dict[str, int]:
-    """Per-channel weight axis by op type for TensorRT ``trt_version`` (the trt layout's and this lint's table)."""
-    return {"Conv": 0, "ConvTranspose": convtranspose_weight_axis(trt_version)}
 
 
 def retarget_weight_axes(model: Any, trt_version: str) -> int:
@@ -374,7 +346,7 @@ def retarget_weight_axes(model: Any, trt_version: str) -> int:
 
     g = _Graph(model)
     inits = {i.name: i for i in model.graph.initializer}
-    axis = convtranspose_weight_axis(trt_version)
+    axis = trt_api.convtranspose_weight_axis(trt_version)
     changed, replaced = 0, set()
     for _, dq in list(g.nodes):
         target = _weight_consumer(g, dq) if dq.op_type == "DequantizeLinear" else None
@@ -429,7 +401,7 @@ def retarget_weight_axes_file(path: str | Path, trt_version: str) -> int:
     model = onnx.load(str(path))
     changed = retarget_weight_axes(model, trt_version)
     if changed:
-        set_metadata(model, {"qdq_trt_target": str(trt_version), "qdq_weight_axes": weight_axes(trt_version)})
+        set_metadata(model, {"qdq_trt_target": str(trt_version), "qdq_weight_axes": trt_api.weight_axes(trt_version)})
         with atomic_path(path) as tmp:
             onnx.save(model, str(tmp))
     return changed
@@ -505,5 +477,4 @@ def _dla_rules(model: Any, g: _Graph, version: str) -> list[Finding]:
     return out
 
 
-__all__ = ["Finding", "check_onnx", "convtranspose_weight_axis", "retarget_weight_axes", "retarget_weight_axes_file",
-           "weight_axes"]
+__all__ = ["Finding", "check_onnx", "retarget_weight_axes", "retarget_weight_axes_file"]

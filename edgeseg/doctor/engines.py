@@ -102,8 +102,9 @@ def _agree_row(row: Any, what: str, values: list[float], floor: float, fix: str)
     require(min(values) >= floor, row.detail, fix)
 
 
-def cpu_checks(report: Report, root: Path) -> Artifacts:
-    """Export, FP16, INT8 Q/DQ (both graphs) and the calibration cache, all checked on CPU at both sizes."""
+def cpu_checks(report: Report, root: Path, trt_version: str | None = None) -> Artifacts:
+    """Export, FP16, INT8 Q/DQ (both graphs) and the calibration cache, all checked on CPU at both sizes. The
+    FP32-scale Q/DQ graph targets ``trt_version`` (its ConvTranspose weight axis; None: the bundles' default)."""
     art = Artifacts(root, inputs=check_inputs())
     _export_check(report, art)
     if art.reference is None:
@@ -114,7 +115,7 @@ def cpu_checks(report: Report, root: Path) -> Artifacts:
         fp16 = art.files["fp16"] = convert_fp16(art.files["fp32"], art.make("fp16"))
         _agree_row(row, "FP16", _agreement(_ort(fp16, art.inputs), art.reference), FLOOR["fp16"],
                    "check onnxconverter-common (FP16 conversion)")
-    ranges = _int8_check(report, art)
+    ranges = _int8_check(report, art, trt_version)
     if art.amax is not None:
         with report.check("INT8 + FP16 mixed Q/DQ (opset 19) on ONNX Runtime CPU") as row:
             from edgeseg.quantize.qdq import fp16_qdq_graph
@@ -146,19 +147,21 @@ def _export_check(report: Report, art: Artifacts) -> None:
         require(shares.min() >= MIN_CLASS_SHARE, row.detail, "the tiny model did not learn its classes: report this")
 
 
-def _int8_check(report: Report, art: Artifacts) -> dict[str, Any] | None:
+def _int8_check(report: Report, art: Artifacts, trt_version: str | None) -> dict[str, Any] | None:
     """Statistics, amax (``art.amax``) and the FP32-scale Q/DQ graph; returns the activation ranges."""
     ranges = None
     with report.check("INT8 Q/DQ (trt layout) on ONNX Runtime CPU") as row:
         from edgeseg.quantize.calibrators import compute_amax
         from edgeseg.quantize.histograms import collect_stats
+        from edgeseg.quantize.layouts import get_layout
         from edgeseg.quantize.qdq import activation_ranges, quantize_qdq
 
         stats = collect_stats(art.files["fp32"], list(synthetic_images(CALIB_IMAGES, seed=0)[:, None]))
         ranges = activation_ranges(stats, "entropy", "trt")
         art.amax = {n: compute_amax("entropy", s.hist, s.bin_width, s.absmax) for n, s in stats.items()
                     if s.absmax > 0}
-        int8 = art.files["int8_trt"] = quantize_qdq(art.files["fp32"], art.make("int8_trt"), ranges, "trt")
+        int8 = art.files["int8_trt"] = quantize_qdq(art.files["fp32"], art.make("int8_trt"), ranges,
+                                                         get_layout("trt", trt_version))
         _agree_row(row, "INT8 (FP32 scales)", _agreement(_ort(int8, art.inputs), art.reference), FLOOR["int8"],
                    "recalibrate: the Q/DQ placement or the ranges are wrong")
     return ranges
@@ -310,7 +313,7 @@ def run_doctor(workdir: str | Path | None = None) -> Report:
     with tempfile.TemporaryDirectory(prefix="edgeseg-doctor-") as tmp:
         root = Path(workdir) if workdir is not None else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        art = cpu_checks(report, root)
+        art = cpu_checks(report, root, env.trt_version)
         cache = calibration_cache_check(report, env, art)
         tensorrt_checks(report, env, art, cache)
         native_check(report, env)

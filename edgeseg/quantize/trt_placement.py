@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeseg.backends.trt_lint import weight_axes
+from edgeseg.backends.trt_api import weight_axes
 
 TRT_OP_TYPES = ["Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "Resize"]
 ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Elu", "Selu", "Softplus", "Tanh"}

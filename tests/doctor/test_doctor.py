@@ -230,3 +230,17 @@ def test_a_missing_file_falls_back_as_a_bundle_build_does(monkeypatch, tiny_file
     env = Environment(trt=object(), trt_version="11.1.0", pycuda=True, gpu="test GPU")
     engines.tensorrt_checks(Report(), env, art, None)
     assert built["int8"] == "tiny.int8.trt.onnx"
+
+
+@pytest.mark.parametrize("version, axis", [("8.6.2", 0), ("10.3.0", 1)])
+def test_the_int8_graph_targets_the_installed_tensorrt(tmp_path, version, axis):
+    """The tiny model's transposed convolution gets the weight axis the installed TensorRT takes (before: always
+    the bundles' default target, 8.6, so a 10.x device built and checked an axis-0 graph no 10.x bundle holds)."""
+    import onnx
+
+    art = engines.cpu_checks(Report(), tmp_path, version)
+    model = onnx.load(str(art.files["int8_trt"]))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    (deconv,) = [n for n in model.graph.node if n.op_type == "ConvTranspose"]
+    dq = producer[deconv.input[1]]
+    assert next((a.i for a in dq.attribute if a.name == "axis"), 1) == axis

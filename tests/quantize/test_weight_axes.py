@@ -177,3 +177,36 @@ def test_a_unet_quantized_for_a_version_lints_clean_for_it(version: str, tmp_pat
     assert [f for f in check_onnx(model, lint_as) if f.rule == "qdq-axis"] == []
     other = "10" if version.startswith("8.") else "8.6"
     assert [f for f in check_onnx(model, other) if f.rule == "qdq-axis"]  # the other version's lint refuses it
+
+
+def test_finishing_on_a_device_retargets_the_engine_source(up, tmp_path: Path, monkeypatch) -> None:
+    """`build --from DIR --backend trt` on a 10.x device: the 8.6-targeted model.int8.trt.onnx gets axis 1 before
+    the engine is built from it, and the manifest's trt_weight_axes record follows (before: it kept axis 0)."""
+    import shutil
+
+    from edgeseg.backends import registry, trt_engine
+
+    fp32, ranges, _ = up
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    quantize_qdq(fp32, stage / "model.int8.trt.onnx", ranges, get_layout("trt", "8.6.1"))
+    shutil.copyfile(fp32, stage / "model.onnx")
+    roles = {"fp32": "model.onnx", "int8_trt": "model.int8.trt.onnx"}
+    manifest = {"calibration": {"trt_weight_axes": {"model.int8.trt.onnx": {"trt_target": "8.6.1"}}}}
+    built = {}
+
+    class _Trt:
+        __version__ = "10.3.0"
+
+    monkeypatch.setattr(trt_engine.trt_env, "require", lambda name: _Trt)
+    monkeypatch.setattr(trt_engine, "retarget_bundle_cache", lambda *a: None)
+    def build_engine(source: Path, engine: Path, **kwargs) -> None:  # what the engine would be built from
+        built["axis"] = _weight_dq(source)[0]
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(trt_engine, "build_engine", build_engine)
+    request = registry.ArtifactRequest(stage, roles, manifest, "int8", 1.0, None, on_device=True, log=lambda m: None)
+    with pytest.raises(RuntimeError, match="stop"):
+        trt_engine.build_artifacts(request)
+    assert built["axis"] == 1 and _weight_dq(stage / "model.int8.trt.onnx")[0] == 1
+    assert manifest["calibration"]["trt_weight_axes"]["model.int8.trt.onnx"]["trt_target"] == "10.3.0"
