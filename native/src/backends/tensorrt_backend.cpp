@@ -127,6 +127,9 @@ class TensorRtBackend final : public Backend {
 
   void infer(const float* input, const std::array<int64_t, 4>& shape, std::vector<float>& out,
              std::array<int64_t, 4>& out_shape) override {
+    // The calling thread may have made another GPU current since construction: CUDA's current device is
+    // per thread, and the engine's memory and stream live on device_.
+    cuda_check(cudaSetDevice(device_), "cudaSetDevice");
     nvinfer1::Dims dims{};
     dims.nbDims = 4;
     for (int i = 0; i < 4; ++i) dims.d[i] = static_cast<std::remove_reference_t<decltype(dims.d[0])>>(shape[i]);
