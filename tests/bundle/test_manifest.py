@@ -91,15 +91,19 @@ def test_every_file_handed_out_is_hash_checked_before_use(tiny_dynamic_bundle: P
     import edgeseg
 
     root = _copy(tiny_dynamic_bundle, tmp_path)
-    data = bytearray((root / "model.onnx").read_bytes())
-    data[-1] ^= 1
-    (root / "model.onnx").write_bytes(bytes(data))
+    for name in ("model.onnx", "checkpoint.pt"):
+        data = bytearray((root / name).read_bytes())
+        data[-1] ^= 1
+        (root / name).write_bytes(bytes(data))
+    with pytest.raises(EdgesegError, match="model.onnx changed"):
+        read_bundle(root)  # its metadata is held against the manifest: hash-checked first
+    shutil.copyfile(tiny_dynamic_bundle / "model.onnx", root / "model.onnx")
     bundle = read_bundle(root)  # no verify_bundle: what bench and library callers do
-    with pytest.raises(EdgesegError, match="model.onnx changed"):
-        bundle.file("fp32")
-    with pytest.raises(EdgesegError, match="model.onnx changed"):
+    with pytest.raises(EdgesegError, match="checkpoint.pt changed"):
+        bundle.file("checkpoint")
+    with pytest.raises(EdgesegError, match="checkpoint.pt changed"):
         edgeseg.load(root)
-    assert read_bundle(root, check_hashes=False).file("fp32") == root / "model.onnx"  # the explicit opt-out
+    assert read_bundle(root, check_hashes=False).file("checkpoint") == root / "checkpoint.pt"  # the explicit opt-out
 
 
 def test_calibration_manifest_paths_stay_inside_the_dataset_root(tmp_path: Path) -> None:
