@@ -51,6 +51,13 @@ def read_json_document(path: str | Path, what: str, fix: str) -> Any:
     return value
 
 
+def quote(value: Any, limit: int = 80) -> str:
+    """A value from a document as one line for an error message (repr escapes newlines and unprintable
+    characters), at most ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def nesting_depth(value: Any) -> int:
     """How deeply lists and dicts nest in ``value`` (a scalar: 0), without recursion."""
     deepest, stack = 0, [(value, 0)]

@@ -38,7 +38,7 @@ from edgeseg.backends.artifacts import BUNDLE_MANIFEST, ONNX_ROLES, PRECISIONS, 
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.errors import EdgesegError
 from edgeseg.io_utils import atomic_write_text, sha256_file
-from edgeseg.json_doc import read_json_document
+from edgeseg.json_doc import quote, read_json_document
 from edgeseg.out_dir import check_out_dir, contained_path, only_names, staging_dir  # noqa: F401 (re-export)
 from edgeseg.version import __version__
 
@@ -175,12 +175,6 @@ class ManifestProblem(Exception):
     """What is wrong with a manifest's content, one line; read_bundle / write_manifest say what to do."""
 
 
-def short(value: Any, limit: int = 80) -> str:
-    """``value`` as one line (repr escapes newlines and unprintable characters), at most ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def name_problem(value: Any) -> str | None:
     """Why ``value`` is not a one-line printable name (class, model), None when it is: it is written into
     labels.txt, DeepStream and Triton files, one name per line."""
@@ -193,7 +187,7 @@ def name_problem(value: Any) -> str | None:
 
 def _need(ok: bool, where: str, expected: str, got: Any) -> None:
     if not ok:
-        raise ManifestProblem(f"'{where}' must be {expected}, got {short(got)}")
+        raise ManifestProblem(f"'{where}' must be {expected}, got {quote(got)}")
 
 
 def _is_int(v: Any) -> bool:
@@ -350,13 +344,13 @@ def check_meaning(bundle: "Bundle") -> None:
                    if meta.get(key) != want and not (key == "precision" and meta.get(key) == "fp32" and want is None)]
         for where, ours, theirs in differ:
             if ours != theirs:
-                raise ManifestProblem(f"'{where}' is {short(ours, 60)} but {name} records {short(theirs, 60)}")
+                raise ManifestProblem(f"'{where}' is {quote(ours, 60)} but {name} records {quote(theirs, 60)}")
         ours = Preprocessing.from_dict(m["preprocessing"]).to_dict()
         theirs = Preprocessing.from_dict(meta["preprocessing"]).to_dict() if isinstance(
             meta.get("preprocessing"), dict) else {}
         for key in (k for k in ours if ours[k] != theirs.get(k)):
-            raise ManifestProblem(f"'preprocessing.{key}' is {short(ours[key], 60)} but {name} records "
-                                  f"{short(theirs.get(key), 60)}")
+            raise ManifestProblem(f"'preprocessing.{key}' is {quote(ours[key], 60)} but {name} records "
+                                  f"{quote(theirs.get(key), 60)}")
         channels = output_channels(model)
         if channels is not None and channels != len(m["classes"]):
             raise ManifestProblem(f"'classes' names {len(m['classes'])} classes but {name} outputs {channels} channels")
@@ -425,9 +419,9 @@ def read_bundle(root: str | Path, check_hashes: bool = True) -> Bundle:
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise EdgesegError(f"{path} is not an edgeseg bundle manifest (format {BUNDLE_FORMAT!r} expected)")
     if not isinstance(manifest.get("version", 0), int):
-        raise EdgesegError(f"{path}: 'version' must be an integer, got {short(manifest['version'])}; {REBUILD}")
+        raise EdgesegError(f"{path}: 'version' must be an integer, got {quote(manifest['version'])}; {REBUILD}")
     if manifest.get("version", 0) > BUNDLE_VERSION:
-        raise EdgesegError(f"{root} was written by edgeseg {short(manifest.get('edgeseg_version'))} (bundle version "
+        raise EdgesegError(f"{root} was written by edgeseg {quote(manifest.get('edgeseg_version'))} (bundle version "
                            f"{manifest['version']}); this edgeseg {__version__} reads version <= {BUNDLE_VERSION}: "
                            "upgrade edgeseg")
     check_containment(root, manifest)
