@@ -322,10 +322,13 @@ def check_roles(manifest: dict[str, Any]) -> None:
           "one of the bundle's ONNX files", engine.get("source"))
 
 
-def _field(manifest: dict[str, Any], dotted: str) -> Any:
+def _field(manifest: dict[str, Any], dotted: str, absent: Any = None) -> Any:
+    """The value at ``dotted`` (e.g. "input.dynamic"), ``absent`` where the manifest has no such field."""
     value: Any = manifest
     for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, dict) or part not in value:
+            return absent
+        value = value[part]
     return value
 
 
@@ -339,7 +342,7 @@ def check_meaning(bundle: "Bundle") -> None:
         name = m["roles"][role]
         model = load_onnx(bundle.member(name), require_input=False)
         meta = metadata_of(model, name)
-        differ = [(where, _field(m, where), meta.get(key, absent)) for where, (key, absent) in MEANING.items()]
+        differ = [(where, _field(m, where, absent), meta.get(key, absent)) for where, (key, absent) in MEANING.items()]
         differ += [(f"the role {role}'s {key}", want, meta.get(key)) for key, want in ROLE_METADATA[role].items()
                    if meta.get(key) != want and not (key == "precision" and meta.get(key) == "fp32" and want is None)]
         for where, ours, theirs in differ:
