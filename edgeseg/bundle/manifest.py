@@ -255,9 +255,6 @@ def _check_records(m: dict[str, Any]) -> None:
         _need(m.get(key) is None or isinstance(m[key], dict), key, "null or an object", m.get(key))
     for key in ("source", "edgeseg_version"):
         _need(m.get(key) is None or isinstance(m[key], str), key, "null or a string", m.get(key))
-    runtime = m.get("runtime") or {}
-    if runtime.get("paths"):
-        _check_runtime(m["precision"], runtime)
     engine = m.get("engine") or {}
     for key in ("trt_version", "compute_capability", "gpu", "file", "source"):
         _need(engine.get(key) is None or isinstance(engine[key], str), f"engine.{key}", "a string", engine.get(key))
@@ -269,9 +266,12 @@ def _check_records(m: dict[str, Any]) -> None:
         for k in ("min", "max"))), "engine.profile", "null or {min, max}: 4 integers each", profile)
 
 
-def _check_runtime(precision: str, runtime: dict[str, Any]) -> None:
+def check_runtime(manifest: dict[str, Any]) -> None:
     """``runtime`` (bundle.runtimes): paths of the bundle's own precision, figures as numbers; an fp32 bundle
     records only exact paths, so no edit makes edgeseg.load compute it in bf16 / f16."""
+    precision, runtime = manifest["precision"], manifest.get("runtime") or {}
+    if not runtime.get("paths"):
+        return
     _need(isinstance(runtime.get("paths"), list), "runtime.paths", "a list", runtime.get("paths"))
     selection, machine = runtime.get("selection"), runtime.get("machine")
     _need(isinstance(selection, dict) and _is_number(selection.get("max_miou_drop"))
@@ -296,6 +296,8 @@ def check_fields(manifest: dict[str, Any]) -> None:
     """Every field the readers use has its type (ManifestProblem naming the first that does not)."""
     _need(manifest.get("precision") in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}",
           manifest.get("precision"))
+    _need(isinstance(manifest.get("roles"), dict), "roles", "an object mapping roles to file names",
+          manifest.get("roles"))
     _check_names(manifest)
     _check_preprocessing(manifest)
     _check_io(manifest)
@@ -367,9 +369,10 @@ def output_channels(model: Any) -> int | None:
 
 
 def check_manifest(bundle: "Bundle") -> None:
-    """check_fields, check_roles, check_meaning (ManifestProblem naming the first disagreement)."""
+    """check_fields, check_roles, check_runtime, check_meaning (ManifestProblem naming the first problem)."""
     check_fields(bundle.manifest)
     check_roles(bundle.manifest)
+    check_runtime(bundle.manifest)
     check_meaning(bundle)
 
 
