@@ -166,7 +166,8 @@ def _config_comments(bundle: Bundle, norm: NvinferNormalization, onnx_name: str,
         f"# Output: {onnx_name} is the bundle's FP32 ONNX plus a Softmax over classes (output '{DS_OUTPUT}'), so",
         "# segmentation-threshold compares probabilities (0.0 = plain argmax, every pixel labelled).",
         f"# Engine: nvinfer builds it from {onnx_name} on the first start ({mode.upper()}"
-        + (f", from {CALIBRATION_CACHE}: {one_line(header)}" if mode == "int8" else "") + ") and saves it as model-engine-file.",
+        + (f", from {CALIBRATION_CACHE}: {one_line(header)}" if mode == "int8" else "")
+        + ") and saves it as model-engine-file.",
     ]
     if bundle.file("engine") is not None:
         lines.append(f"# The bundle's own {role_file('engine')} is not used: it outputs raw logits, which the threshold "

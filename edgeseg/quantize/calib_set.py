@@ -218,7 +218,8 @@ def load_manifest(path: str | Path) -> CalibrationManifest:
     if not isinstance(d.get("version"), int) or isinstance(d["version"], bool) or d["version"] < 1:
         raise EdgesegError(f"{path}: 'version' must be a positive integer, got {d.get('version')!r}; {RECREATE}")
     if d["version"] > MANIFEST_VERSION:
-        raise EdgesegError(f"{path} is manifest version {d['version']}; this edgeseg reads <= {MANIFEST_VERSION}; upgrade")
+        raise EdgesegError(f"{path} is manifest version {d['version']}; this edgeseg reads <= {MANIFEST_VERSION}; "
+                           "upgrade")
     problem = _manifest_problem(d)
     if problem:
         raise EdgesegError(f"calibration manifest {path} is refused: {problem}; the file was edited or is broken: "

@@ -87,7 +87,8 @@ MEANING = {
     "mean": (lambda m: m["preprocessing"].update(mean=[0.5, 0.5, 0.5]), r"'preprocessing.mean' is \[0.5, 0.5, 0.5\] "
              r"but model.onnx records \[0.485, 0.456, 0.406\]"),
     "std": (lambda m: m["preprocessing"].update(std=[1, 1, 1]), "'preprocessing.std'"),
-    "channel_order": (lambda m: m["preprocessing"].update(channel_order="BGR"), "'preprocessing.channel_order' is 'BGR'"),
+    "channel_order": (lambda m: m["preprocessing"].update(channel_order="BGR"),
+                      "'preprocessing.channel_order' is 'BGR'"),
     "scale": (lambda m: m["preprocessing"].update(scale=1.0), "'preprocessing.scale'"),
     "resize": (lambda m: m["preprocessing"].pop("resize"), "'preprocessing.resize' is 'pil_bilinear'"),
     "size": (lambda m: m["preprocessing"].update(size=[32, 48]), "'preprocessing.size'"),
@@ -176,8 +177,10 @@ def test_a_consistent_rebuild_with_another_meaning_is_read(tiny_dynamic_bundle: 
     from such a model would) is accepted."""
     from _bundles import rebuilt_copy
 
-    root = rebuilt_copy(tiny_dynamic_bundle, tmp_path / "b",
-                        lambda m, _: m["preprocessing"].update(channel_order="BGR", mean=m["preprocessing"]["mean"][::-1]))
+    def to_bgr(m: dict, _: Path) -> None:
+        m["preprocessing"].update(channel_order="BGR", mean=m["preprocessing"]["mean"][::-1])
+
+    root = rebuilt_copy(tiny_dynamic_bundle, tmp_path / "b", to_bgr)
     assert read_bundle(root).preprocessing.channel_order == "BGR"
 
 

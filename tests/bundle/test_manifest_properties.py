@@ -2,8 +2,9 @@
 (EdgesegError, no newline) or give identical masks (bundles: edgeseg.load's class maps of fixed frames
 and the class names and colours they mean; calibration
 sets: the same calibration inputs, so the same statistics and the same INT8 model). Any other
-exception, or a mask that differs, fails. Example counts are small and derandomized (CI-stable). Floats are drawn without subnormals: OpenVINO
-and ONNX Runtime set flush-to-zero in this process, which hypothesis refuses to generate under."""
+exception, or a mask that differs, fails. Example counts are small and derandomized (CI-stable). Floats are
+drawn without subnormals: OpenVINO and ONNX Runtime set flush-to-zero in this process, which hypothesis
+refuses to generate under."""
 from __future__ import annotations
 
 import copy
@@ -26,7 +27,8 @@ SPEC = "synthetic:64x96"
 PRE = Preprocessing(size=(64, 96))
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 300) | st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False)
+    st.none() | st.booleans() | st.integers(-3, 300)
+    | st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False)
     | st.text(max_size=6) | st.sampled_from(["\n", "a\nb", "model.onnx", "../x", "BGR", "int8", "fp16", "f16"]),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
     max_leaves=5)
@@ -166,7 +168,8 @@ def calibration_case(request, tmp_path_factory) -> tuple[Path, dict, list[np.nda
         rng = np.random.default_rng(5)
         for i in range(4):
             (work / "images" / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(work / "images" / f"d{i % 2}" / f"{i}.png")
+            image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+            Image.fromarray(image).save(work / "images" / f"d{i % 2}" / f"{i}.png")
         shutil.copytree(work / "images", work / "same-files-elsewhere")
         manifest = manifest_from_folder(work / "images", 3, PRE)
     path = manifest.save(work / "calib.json")

@@ -193,7 +193,8 @@ def test_tiny_bundle_matches_edgeseg_load(app, lib, tiny_bundle, tmp_path):
 def test_bilinear_bundle_resizes_frames(app, tiny_bundle, tmp_path):
     """A bundle whose manifest says resize "bilinear" (issue 12's field) takes frames of any size: the
     result equals the Python composition torch resize -> edgeseg.load -> torch upsample -> argmax."""
-    bundle = rebuilt_copy(tiny_bundle, tmp_path / "bundle", lambda m, root: m["preprocessing"].update(resize="bilinear"))
+    bundle = rebuilt_copy(tiny_bundle, tmp_path / "bundle",
+                          lambda m, root: m["preprocessing"].update(resize="bilinear"))
     size = network_size(bundle)
     rng = np.random.default_rng(3)
     frames = [rng.integers(0, 256, (97, 131, 3), dtype=np.uint8), rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)]
