@@ -13,7 +13,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "edgeseg"
 BENCHMARKS = PACKAGE.parent / "benchmarks"
 
-COMMON = ("errors", "io_utils", "metrics", "ort_session", "out_dir", "postprocess", "timing", "version")
+COMMON = ("errors", "io_utils", "json_doc", "metrics", "ort_session", "out_dir", "postprocess", "timing", "version")
 RANKS = {"common": 0, "data": 1, "models": 2, "train": 3, "export": 4, "backends": 5, "quantize": 6,
          "bundle": 7, "doctor": 7, "pipeline": 8, "bench": 8, "cli": 9, "api": 10}
 

@@ -65,6 +65,10 @@ class Segmenter:
         x = self.preprocessing(np.ascontiguousarray(rgb))[None]
         with self._lock:
             out = self.runner.infer(x)
+        if out.ndim != 4 or out.shape[1] != len(self.classes):
+            raise EdgesegError(f"the model of {self.bundle.root} returned scores of shape {tuple(out.shape)} for "
+                               f"{len(self.classes)} classes, expected (1, {len(self.classes)}, h, w); rebuild the "
+                               "bundle (edgeseg build) from a model with one output channel per class")
         if logits:
             scores = resize_logits(out, frame.shape[:2])
             return scores[0].argmax(0).astype(np.uint8 if scores.shape[1] <= 256 else np.int32), scores[0]

@@ -34,7 +34,9 @@ from edgeseg.pipeline.deploy_io import (
     batch_bounds,
     check_target,
     fmt_number,
+    labels_text,
     network_input_size,
+    one_line,
     onnx_io,
     opt_shape,
 )
@@ -147,8 +149,8 @@ def _config_comments(bundle: Bundle, norm: NvinferNormalization, onnx_name: str,
     pre, m, mode = bundle.preprocessing, bundle.manifest, bundle.precision
     std = ", ".join(fmt_number(s) for s in pre.std)
     lines = [
-        f"{DS_HEADER} {bundle.root.name} ({m.get('model')}, {mode}, "
-        f"{len(bundle.classes)} classes), written by edgeseg {m.get('edgeseg_version')}.",
+        f"{DS_HEADER} {one_line(bundle.root.name)} ({one_line(m.get('model'))}, {mode}, "
+        f"{len(bundle.classes)} classes), written by edgeseg {one_line(m.get('edgeseg_version'))}.",
         f"# Keys and ranges checked against: {NVINFER_DOC}.",
         "# Preprocessing: nvinfer computes y = net-scale-factor * (x - offsets[c]) on 0..255 pixels in "
         f"{pre.channel_order} order;",
@@ -164,7 +166,8 @@ def _config_comments(bundle: Bundle, norm: NvinferNormalization, onnx_name: str,
         f"# Output: {onnx_name} is the bundle's FP32 ONNX plus a Softmax over classes (output '{DS_OUTPUT}'), so",
         "# segmentation-threshold compares probabilities (0.0 = plain argmax, every pixel labelled).",
         f"# Engine: nvinfer builds it from {onnx_name} on the first start ({mode.upper()}"
-        + (f", from {CALIBRATION_CACHE}: {header}" if mode == "int8" else "") + ") and saves it as model-engine-file.",
+        + (f", from {CALIBRATION_CACHE}: {one_line(header)}" if mode == "int8" else "")
+        + ") and saves it as model-engine-file.",
     ]
     if bundle.file("engine") is not None:
         lines.append(f"# The bundle's own {role_file('engine')} is not used: it outputs raw logits, which the threshold "
@@ -232,7 +235,7 @@ def _gst_readme(bundle: Bundle, size: tuple[int, int], warnings: list[str]) -> s
     h, w = size
     notes = "".join(f"- {w_}\n" for w_ in warnings)
     return (
-        f"# DeepStream files for {bundle.root.name}\n\n"
+        f"# DeepStream files for {one_line(bundle.root.name)}\n\n"
         f"- `{DS_CONFIG}`: the Gst-nvinfer config (semantic segmentation, network-type=2)\n"
         f"- `{DS_ONNX}`: the bundle's FP32 ONNX with a Softmax appended (output `{DS_OUTPUT}`)\n"
         f"- `{DS_LABELS}`: one class name per line, in class-index order\n"
@@ -296,7 +299,7 @@ def write_deepstream(bundle_dir: str | Path, out: str | Path, *, batch_size: int
         info = _write_softmax_onnx(bundle.file("fp32"), stage / DS_ONNX)
         text, warnings = nvinfer_config(bundle, input_info=info, batch_size=batch_size,
                                         segmentation_threshold=segmentation_threshold, cache_header=header)
-        (stage / DS_LABELS).write_text("\n".join(bundle.classes) + "\n")
+        (stage / DS_LABELS).write_text(labels_text(bundle.classes))
         problems = validate_nvinfer(text, stage)
         if problems:
             raise EdgesegError(f"the generated nvinfer config fails its own check ({'; '.join(problems)}); "

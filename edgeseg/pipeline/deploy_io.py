@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeseg.bundle.manifest import Bundle
+from edgeseg.bundle.manifest import Bundle, name_problem
 from edgeseg.errors import EdgesegError
 from edgeseg.out_dir import check_out_dir, first_foreign
 
@@ -88,6 +88,40 @@ class DeployResult:
     out: Path
     files: list[str]
     warnings: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- values written into files
+
+def one_line(value: object) -> str:
+    """``value`` as text that stays on its line in a generated file (a comment, a heading): a newline or
+    other unprintable character is escaped as Python's repr does, so nothing it holds starts a new line."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def pbtxt_string(value: str) -> str:
+    """``value`` as a protobuf text-format string literal (Triton's config.pbtxt): quoted, with backslash,
+    quote and every unprintable character escaped (octal bytes of its UTF-8)."""
+    out = []
+    for ch in value:
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.extend(f"\\{b:03o}" for b in ch.encode("utf-8"))
+    return '"' + "".join(out) + '"'
+
+
+def labels_text(classes: list[str]) -> str:
+    """labels.txt (DeepStream, Triton): one class name per line, in class-index order; a name that is not
+    one printable line would shift every later class, so it is refused (read_bundle refuses it first)."""
+    for i, name in enumerate(classes):
+        problem = name_problem(name)
+        if problem:
+            raise EdgesegError(f"class {i} name {name!r} must be {problem} (labels.txt holds one name per line); "
+                               "rebuild the bundle from a model with such names")
+    return "\n".join(classes) + "\n"
 
 
 def fmt_number(x: float) -> str:

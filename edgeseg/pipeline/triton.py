@@ -19,8 +19,11 @@ from edgeseg.pipeline.deploy_io import (
     check_target,
     concrete_output_dims,
     fmt_number,
+    labels_text,
+    one_line,
     onnx_io,
     opt_shape,
+    pbtxt_string,
 )
 
 # ----------------------------------------------------------------------------- Triton
@@ -49,7 +52,7 @@ def _tensor_block(kind: str, tensors: list[tuple[str, int, tuple[int, ...]]]) ->
         if elem not in TRITON_TYPES:
             raise EdgesegError(f"tensor {name!r} has ONNX type {elem}, which Triton cannot carry; re-export with "
                                "float32 inputs/outputs")
-        lines += ["  {", f'    name: "{name}"', f"    data_type: {TRITON_TYPES[elem]}",
+        lines += ["  {", f"    name: {pbtxt_string(name)}", f"    data_type: {TRITON_TYPES[elem]}",
                   f"    dims: [ {', '.join(map(str, dims))} ]", "  }" + ("," if i < len(tensors) - 1 else "")]
     return lines + ["]"]
 
@@ -73,15 +76,15 @@ def triton_config(bundle: Bundle, model_name: str) -> tuple[str, Path, str]:
     strip = (lambda d: tuple(d[1:])) if batched else tuple  # Triton's dims leave out the batch dim when batching
     pre = bundle.preprocessing
     lines = [
-        f"{TRITON_HEADER} {bundle.root.name} ({bundle.manifest.get('model')}, "
+        f"{TRITON_HEADER} {one_line(bundle.root.name)} ({one_line(bundle.manifest.get('model'))}, "
         f"{bundle.precision}).",
         f"# Clients send preprocessed NCHW float32: (x * {fmt_number(pre.scale)} - mean) / std per channel in "
         f"{pre.channel_order} order,",
         f"# mean {list(pre.mean)}, std {list(pre.std)}, resized to {list(pre.size) if pre.size else 'any size'} "
         f"with resize={pre.resize} (see edgeseg.data.resize).",
         "# Outputs are per-class scores (N, C, H, W): argmax over axis 1 gives the class map (names in labels.txt).",
-        f'name: "{model_name}"',
-        f'platform: "{platform}"',
+        f"name: {pbtxt_string(model_name)}",
+        f"platform: {pbtxt_string(platform)}",
         f"max_batch_size: {max_batch}",
     ]
     lines += _tensor_block("input", [(inputs[0].name, inputs[0].elem_type, strip(in_dims))])
@@ -126,5 +129,5 @@ def write_triton(bundle_dir: str | Path, repository: str | Path, *, model_name: 
         (stage / "1").mkdir()
         shutil.copyfile(model_file, stage / "1" / file_name)
         (stage / "config.pbtxt").write_text(text)
-        (stage / "labels.txt").write_text("\n".join(bundle.classes) + "\n")
+        (stage / "labels.txt").write_text(labels_text(bundle.classes))
     return DeployResult(target, ["config.pbtxt", f"1/{file_name}", "labels.txt"])

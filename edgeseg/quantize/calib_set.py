@@ -4,12 +4,20 @@ A manifest (JSON, kept under the top-level ``calibration/`` folder) lists image 
 the dataset root with the sha256 of each file, the preprocessing, the count and how the set was
 drawn, so a build is reproducible on another machine. Loading checks every hash and refuses a
 changed file unless ``allow_changed``. Images stream one at a time (bounded memory).
+
+``load_manifest`` refuses, in one line, a file that is not a manifest edgeseg wrote or was edited:
+bounded JSON (edgeseg.json_doc), every field typed (``images``: each a ``path`` or an ``index`` with
+a 64-hex ``sha256``), ``count`` equal to the number of images, and ``sha256`` (the set's identity:
+the images in order and the preprocessing) equal to what the content gives. So an edit either
+changes nothing the calibration reads (``selection``, ``classes_covered``, ``source.root`` where the
+same files are) or is refused.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +31,7 @@ from edgeseg.data.preprocess import Preprocessing
 from edgeseg.data.spec import open_dataset
 from edgeseg.errors import EdgesegError
 from edgeseg.io_utils import atomic_write_text
+from edgeseg.json_doc import quote, read_json_document
 
 MANIFEST_FORMAT = "edgeseg.calibration"
 MANIFEST_VERSION = 1
@@ -47,7 +56,7 @@ class CalibrationManifest:
 
     def to_json(self) -> str:
         return json.dumps({"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "count": self.count,
-                           "source": self.source, "selection": self.selection,
+                           "sha256": self.sha256, "source": self.source, "selection": self.selection,
                            "preprocessing": self.preprocessing.to_dict(), "classes_covered": self.classes_covered,
                            "images": self.images}, indent=1)
 
@@ -75,11 +84,12 @@ class CalibrationManifest:
 
 
 def _is_manifest(path: Path) -> bool:
+    """Whether ``path`` is a calibration manifest edgeseg wrote (any version, edited or not): save may replace it."""
     try:
-        load_manifest(path)
+        d = read_json_document(path, "calibration manifest", RECREATE)
     except EdgesegError:
         return False
-    return True
+    return isinstance(d, dict) and d.get("format") == MANIFEST_FORMAT
 
 
 def manifest_image_path(root: Path, relative: Any) -> Path:
@@ -194,21 +204,75 @@ def draw_calibration_set(spec: str, split: str, count: int, preprocessing: Prepr
                                           manifest.classes_covered, names)
 
 
+RECREATE = "re-create it with `edgeseg calibrate`"
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def load_manifest(path: str | Path) -> CalibrationManifest:
+    """The calibration manifest at ``path``, checked (module docstring); one-line EdgesegError otherwise."""
     path = Path(path)
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EdgesegError(f"calibration manifest {path} does not exist; create one with `edgeseg calibrate`") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise EdgesegError(f"cannot read calibration manifest {path} ({e}); expected JSON written by edgeseg calibrate") from None
+    d = read_json_document(path, "calibration manifest", RECREATE)
     if not isinstance(d, dict) or d.get("format") != MANIFEST_FORMAT:
-        raise EdgesegError(f"{path} is not an edgeseg calibration manifest (format {MANIFEST_FORMAT!r} expected)")
-    if d.get("version", 0) > MANIFEST_VERSION:
-        raise EdgesegError(f"{path} is manifest version {d['version']}; this edgeseg reads <= {MANIFEST_VERSION}; upgrade")
+        raise EdgesegError(f"{path} is not an edgeseg calibration manifest (format {MANIFEST_FORMAT!r} expected); "
+                           "pass a file written by `edgeseg calibrate`")
+    if not isinstance(d.get("version"), int) or isinstance(d["version"], bool) or d["version"] < 1:
+        raise EdgesegError(f"{path}: 'version' must be a positive integer, got {d.get('version')!r}; {RECREATE}")
+    if d["version"] > MANIFEST_VERSION:
+        raise EdgesegError(f"{path} is manifest version {d['version']}; this edgeseg reads <= {MANIFEST_VERSION}; "
+                           "upgrade")
+    problem = _manifest_problem(d)
+    if problem:
+        raise EdgesegError(f"calibration manifest {path} is refused: {problem}; the file was edited or is broken: "
+                           f"{RECREATE}")
     return CalibrationManifest(source=d["source"], images=d["images"],
                                preprocessing=Preprocessing.from_dict(d["preprocessing"]),
-                               selection=d.get("selection", {}), classes_covered=d.get("classes_covered", []))
+                               selection=d.get("selection") or {}, classes_covered=d.get("classes_covered") or [])
+
+
+def _manifest_problem(d: dict[str, Any]) -> str | None:
+    """What is wrong with a parsed manifest's fields (None when nothing is): types, count, identity."""
+    source, images, pre = d.get("source"), d.get("images"), d.get("preprocessing")
+    if not isinstance(source, dict) or not all(isinstance(source.get(k), str) for k in ("kind", "split")) \
+            or not all(source.get(k) is None or isinstance(source[k], str) for k in ("spec", "root")):
+        return f"'source' must be {{kind, spec, split, root}} as text, got {quote(source)}"
+    if not isinstance(images, list) or not images:
+        return f"'images' must be a non-empty list, got {quote(images)}"
+    for i, entry in enumerate(images):
+        problem = _entry_problem(entry)
+        if problem:
+            return f"images[{i}] {problem}, got {quote(entry)}"
+    if any("index" in e for e in images) and not isinstance(source.get("spec"), str):
+        return "'source.spec' must name the generated dataset its indexed images come from"
+    count = d.get("count")
+    if not isinstance(count, int) or isinstance(count, bool) or count != len(images):
+        return f"'count' is {quote(count)} but the file lists {len(images)} images"
+    if not isinstance(pre, dict):
+        return f"'preprocessing' must be an object, got {quote(pre)}"
+    try:
+        preprocessing = Preprocessing.from_dict(pre)
+    except EdgesegError as e:
+        return f"'preprocessing' is refused ({str(e).split('; ')[0]})"
+    for key, kind in (("selection", dict), ("classes_covered", list)):
+        if d.get(key) is not None and not isinstance(d[key], kind):
+            return f"'{key}' must be a {kind.__name__}, got {quote(d[key])}"
+    identity = CalibrationManifest(source, images, preprocessing).sha256
+    if d.get("sha256") != identity:
+        return (f"'sha256' is {quote(d.get('sha256'))} but its images and preprocessing give {identity[:12]}... "
+                "(an image was added, removed, reordered or its hash edited)")
+    return None
+
+
+def _entry_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict) or not SHA256_HEX.fullmatch(str(entry.get("sha256", ""))):
+        return "must be {path or index, sha256: 64 hex digits}"
+    if ("path" in entry) == ("index" in entry):
+        return "must have exactly one of 'path' (relative to the dataset root) and 'index' (generated sets)"
+    if "path" in entry and not isinstance(entry["path"], str):
+        return "must have a text 'path'"
+    if "index" in entry and (not isinstance(entry["index"], int) or isinstance(entry["index"], bool)
+                             or entry["index"] < 0):
+        return "must have a non-negative integer 'index'"
+    return None
 
 
 def _iter_entries(manifest: CalibrationManifest, root: str | Path | None

@@ -54,8 +54,35 @@ static std::string write_file(const fs::path& p, const std::string& content) {
   return edgeseg::sha256_hex(reinterpret_cast<const uint8_t*>(content.data()), content.size());
 }
 
-static json base_manifest(const fs::path& dir) {
-  std::string sha = write_file(dir / "model.onnx", "not really onnx");
+// ---- a minimal ONNX file: protobuf wire format with edgeseg.* metadata_props and one (N, C, H, W) output
+static std::string pb_varint(uint64_t v) {
+  std::string out;
+  do {
+    out += static_cast<char>((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+    v >>= 7;
+  } while (v);
+  return out;
+}
+static std::string pb_bytes(int field, const std::string& data) {
+  return pb_varint(static_cast<uint64_t>(field) << 3 | 2) + pb_varint(data.size()) + data;
+}
+static std::string pb_int(int field, uint64_t v) { return pb_varint(static_cast<uint64_t>(field) << 3) + pb_varint(v); }
+
+// What edgeseg export writes into an ONNX for `m`'s meaning (classes, palette, preprocessing, bounds), plus `extra`.
+static std::string fake_onnx(const json& m, int channels, const json& extra = json::object()) {
+  json meta = {{"classes", m["classes"]}, {"palette", m["palette"]}, {"preprocessing", m["preprocessing"]},
+               {"shape_bounds", m["input"]["shape_bounds"]}};
+  meta.update(extra);
+  std::string model = pb_int(1, 8);  // ir_version
+  std::string shape;
+  for (int d : {1, channels, 8, 12}) shape += pb_bytes(1, pb_int(1, d));
+  std::string output = pb_bytes(1, "logits") + pb_bytes(2, pb_bytes(1, pb_int(1, 1) + pb_bytes(2, shape)));
+  model += pb_bytes(7, pb_bytes(12, output));
+  for (const auto& [key, value] : meta.items()) model += pb_bytes(14, pb_bytes(1, "edgeseg." + key) + pb_bytes(2, value.dump()));
+  return model;
+}
+
+static json base_manifest() {
   return json{{"format", "edgeseg.bundle"},
               {"version", 1},
               {"edgeseg_version", "0.1.0"},
@@ -67,8 +94,14 @@ static json base_manifest(const fs::path& dir) {
               {"precision", "fp32"},
               {"input", {{"name", "input"}, {"shape_bounds", {{"input", {{"min", {1, 3, 8, 12}}, {"max", {1, 3, 8, 12}}}}}}}},
               {"engine", nullptr},
-              {"roles", {{"fp32", "model.onnx"}}},
-              {"files", {{"model.onnx", {{"sha256", sha}, {"bytes", 15}}}}}};
+              {"roles", {{"fp32", "model.onnx"}}}};
+}
+
+// `m` with its model.onnx written as `onnx` and hashed into `files`.
+static json with_model(const fs::path& dir, json m, const std::string& onnx) {
+  std::string sha = write_file(dir / "model.onnx", onnx);
+  m["files"] = {{"model.onnx", {{"sha256", sha}, {"bytes", onnx.size()}}}};
+  return m;
 }
 
 static void save(const fs::path& dir, const json& m) { std::ofstream(dir / "manifest.json") << m.dump(1); }
@@ -76,14 +109,15 @@ static void save(const fs::path& dir, const json& m) { std::ofstream(dir / "mani
 static void test_bundles(const fs::path& root) {
   fs::path dir = root / "b";
   fs::create_directories(dir);
-  json m = base_manifest(dir);
+  const std::string onnx = fake_onnx(base_manifest(), 2);
+  json m = with_model(dir, base_manifest(), onnx);
   save(dir, m);
   auto b = edgeseg::Bundle::open(dir.string());
   CHECK(b.classes().size() == 2 && b.palette()[1][0] == 255);
   CHECK(b.preprocessing().height == 8 && b.preprocessing().width == 12);
   CHECK(b.preprocessing().resize == edgeseg::ResizeMode::Bilinear);
   CHECK(b.input_bounds().max[3] == 12);
-  CHECK(b.read_verified("fp32").size() == 15);
+  CHECK(b.read_verified("fp32").size() == onnx.size());
   b.verify_all();
 
   auto refuse = [&](json bad, const std::string& expect) {
@@ -91,6 +125,8 @@ static void test_bundles(const fs::path& root) {
     std::string e = error_of([&] { edgeseg::Bundle::open(dir.string()); });
     if (!has(e, expect)) std::fprintf(stderr, "expected '%s' in: %s\n", expect.c_str(), e.c_str());
     CHECK(has(e, expect));
+    CHECK(e.find('\n') == std::string::npos);
+    write_file(dir / "model.onnx", onnx);
     save(dir, m);
   };
   json newer = m;
@@ -111,31 +147,74 @@ static void test_bundles(const fs::path& root) {
   json resize = m;
   resize["preprocessing"]["resize"] = "lanczos";
   refuse(resize, "upgrade the edgeseg native runtime");
-  json legacy = m;
-  legacy["preprocessing"].erase("resize");
+
+  // the manifest's meaning is held against the hashed ONNX's metadata (issue 21)
+  json mean = m;
+  mean["preprocessing"]["mean"] = {0.4, 0.5, 0.5};
+  refuse(mean, "'preprocessing.mean' is [0.4,0.5,0.5] but model.onnx records [0.5,0.5,0.5]");
+  json order = m;
+  order["preprocessing"]["channel_order"] = "BGR";
+  refuse(order, "'preprocessing.channel_order' is \"BGR\"");
+  json classes = m;
+  classes["classes"] = {"b", "a"};
+  refuse(classes, "'classes' is [\"b\",\"a\"] but model.onnx records [\"a\",\"b\"]");
+  json palette = m;
+  palette["palette"][1] = {0, 255, 0};
+  refuse(palette, "'palette' is");
+  json precision = m;
+  precision["precision"] = "int8";
+  refuse(precision, "'roles.int8' must be its file in a int8 bundle");
+  json renamed = m;
+  renamed["roles"]["fp32"] = "model.int8.onnx";
+  renamed["files"]["model.int8.onnx"] = renamed["files"]["model.onnx"];
+  fs::copy_file(dir / "model.onnx", dir / "model.int8.onnx", fs::copy_options::overwrite_existing);
+  refuse(renamed, "'roles.fp32' must be 'model.onnx'");
+  json nested = m;
+  json deep = 1;
+  for (int i = 0; i < 40; ++i) deep = json::array({deep});
+  nested["build"] = deep;
+  refuse(nested, "deeper than 32 levels");
+  json newline = m;
+  newline["classes"] = {"a", "b\nc"};
+  refuse(newline, "class names must be one printable line");
+
+  // a legacy bundle (no resize field) is read as pil_bilinear when its ONNX says so too
+  json legacy_manifest = base_manifest();
+  legacy_manifest["preprocessing"].erase("resize");
+  json legacy = with_model(dir, legacy_manifest, fake_onnx(legacy_manifest, 2));
   save(dir, legacy);
   CHECK(edgeseg::Bundle::open(dir.string()).preprocessing().resize == edgeseg::ResizeMode::PilBilinear);
+  // the class count must equal the model's output channels
+  save(dir, with_model(dir, base_manifest(), fake_onnx(base_manifest(), 3)));
+  CHECK(has(error_of([&] { edgeseg::Bundle::open(dir.string()); }), "names 2 classes but model.onnx outputs 3 channels"));
+  // a role's file must carry its role's precision
+  save(dir, with_model(dir, base_manifest(), fake_onnx(base_manifest(), 2, {{"precision", "int8"}})));
+  CHECK(has(error_of([&] { edgeseg::Bundle::open(dir.string()); }), "'the role fp32's precision' is null"));
+  write_file(dir / "model.onnx", onnx);
   save(dir, m);
 
   // a symlink leading out of the bundle
-  write_file(root / "outside.onnx", "not really onnx");
+  write_file(root / "outside.onnx", onnx);
   fs::rename(dir / "model.onnx", dir / "model.real");
   fs::create_symlink(root / "outside.onnx", dir / "model.onnx");
   CHECK(has(error_of([&] { edgeseg::Bundle::open(dir.string()); }), "outside the bundle folder"));
   fs::remove(dir / "model.onnx");
   fs::rename(dir / "model.real", dir / "model.onnx");
 
-  // changed and missing files: refused when read, with the rebuild command
-  write_file(dir / "model.onnx", "tampered bytes!");
+  // changed and missing files: refused when read, with the rebuild command (an ONNX is read when opened)
   auto b2 = edgeseg::Bundle::open(dir.string());
+  write_file(dir / "model.onnx", "tampered bytes!");
   std::string e = error_of([&] { b2.read_verified("fp32"); });
   CHECK(has(e, "model.onnx changed (sha256 differs") && has(e, "edgeseg build"));
   CHECK(has(error_of([&] { b2.verify_all(); }), "changed"));
+  CHECK(has(error_of([&] { edgeseg::Bundle::open(dir.string()); }), "model.onnx changed (sha256 differs"));
   fs::remove(dir / "model.onnx");
   CHECK(has(error_of([&] { b2.read_verified("fp32"); }), "model.onnx is missing"));
   CHECK(has(error_of([&] { edgeseg::Bundle::open((root / "nothing").string()); }), "is not an edgeseg bundle"));
   std::ofstream(dir / "manifest.json") << "{ not json";
   CHECK(has(error_of([&] { edgeseg::Bundle::open(dir.string()); }), "not valid JSON"));
+  std::ofstream(dir / "manifest.json") << "{\"format\": \"edgeseg.bundle\", \"model\": \"\xff\xfe\"}";
+  CHECK(has(error_of([&] { edgeseg::Bundle::open(dir.string()); }), "not valid JSON"));  // invalid UTF-8
 }
 
 static void test_sha256() {

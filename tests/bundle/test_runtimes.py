@@ -88,9 +88,8 @@ def test_auto_takes_the_fastest_recorded_path_within_the_budget_and_says_why(edi
     assert seg.backend == "onnxruntime" and "within the bundle's mIoU budget (0.5" in seg.choice
     seg = edgeseg.load(editable([_path("ort:fp32", 9.0, 0.9), _path("openvino:fp32@f32", 3.0, 0.7)]))
     assert seg.backend == "openvino" and "no path meets the mIoU budget 0.5: the most accurate" in seg.choice
-    seg = edgeseg.load(editable([_path("openvino:fp32@f16", 1.0, 0.0), _path("ort:fp32", 9.0, 0.0)]))
-    if "FP16" not in _capabilities():  # a recorded precision this CPU lacks is never picked
-        assert seg.backend == "onnxruntime"
+    with pytest.raises(EdgesegError, match="null or 'f32' in an fp32 bundle"):  # an fp32 bundle stays exact (issue 21)
+        edgeseg.load(editable([_path("openvino:fp32@f16", 1.0, 0.0), _path("ort:fp32", 9.0, 0.0)]))
 
 
 @needs_openvino

@@ -25,6 +25,8 @@ sys.path.insert(0, str(REPO / "native" / "python"))
 from edgeseg_native import (NativeError, NativeLib, NativeUnavailable, build_native,  # noqa: E402
                             python_segmenter)
 
+from _bundles import rebuilt_copy  # noqa: E402
+
 TRT_HEADERS = REPO.parent / "shared" / "third_party" / "tensorrt"
 REFERENCE = REPO / "benchmarks" / "reference" / "deeplabv3plus_mobilenet_v2_camvid.pt"
 
@@ -191,11 +193,8 @@ def test_tiny_bundle_matches_edgeseg_load(app, lib, tiny_bundle, tmp_path):
 def test_bilinear_bundle_resizes_frames(app, tiny_bundle, tmp_path):
     """A bundle whose manifest says resize "bilinear" (issue 12's field) takes frames of any size: the
     result equals the Python composition torch resize -> edgeseg.load -> torch upsample -> argmax."""
-    bundle = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, bundle)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["preprocessing"]["resize"] = "bilinear"
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    bundle = rebuilt_copy(tiny_bundle, tmp_path / "bundle",
+                          lambda m, root: m["preprocessing"].update(resize="bilinear"))
     size = network_size(bundle)
     rng = np.random.default_rng(3)
     frames = [rng.integers(0, 256, (97, 131, 3), dtype=np.uint8), rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)]
@@ -256,11 +255,8 @@ def test_bad_bundles_and_frames_are_refused(app, lib, tiny_bundle, tmp_path):
         _refused(run_app(app, tiny_bundle, wrong_size, "--out", out), out, "rebuild the bundle with a current edgeseg")
     _refused(run_app(app, tiny_bundle, frame, "--out", out, "--backend", "tensorrt"), out, "tensorrt")
 
-    dynamic = tmp_path / "dynamic"  # a bundle taking frames at their own size, within its shape bounds
-    shutil.copytree(tiny_bundle, dynamic)
-    manifest = json.loads((dynamic / "manifest.json").read_text())
-    manifest["preprocessing"]["size"] = None
-    (dynamic / "manifest.json").write_text(json.dumps(manifest))
+    # a bundle taking frames at their own size, within its shape bounds
+    dynamic = rebuilt_copy(tiny_bundle, tmp_path / "dynamic", lambda m, root: m["preprocessing"].update(size=None))
     _refused(run_app(app, dynamic, wrong_size, "--out", out), out, "outside the bundle's input bounds", "height 64..64")
 
     seg = lib.open(tiny_bundle, "openvino")
@@ -269,6 +265,65 @@ def test_bad_bundles_and_frames_are_refused(app, lib, tiny_bundle, tmp_path):
             seg.segment(np.zeros((*size, 4), np.uint8))
     finally:
         seg.close()
+
+
+def _deep(m: dict) -> None:
+    value: object = 1
+    for _ in range(40):
+        value = [value]
+    m["build"] = value
+
+
+# manifest edits of meaning (issue 21): refused by edgeseg.load and the native program alike, in one line
+MEANING_EDITS = {
+    "mean": (lambda m: m["preprocessing"].update(mean=[0.4, 0.4, 0.4]), "'preprocessing.mean'"),
+    "std": (lambda m: m["preprocessing"].update(std=[0.5, 0.5, 0.5]), "'preprocessing.std'"),
+    "channel_order": (lambda m: m["preprocessing"].update(channel_order="BGR"), "'preprocessing.channel_order'"),
+    "scale": (lambda m: m["preprocessing"].update(scale=1.0), "'preprocessing.scale'"),
+    "resize": (lambda m: m["preprocessing"].update(resize="pil_bilinear"), "'preprocessing.resize'"),
+    "size": (lambda m: m["preprocessing"].update(size=None), "'preprocessing.size'"),
+    "classes": (lambda m: m["classes"].reverse(), "'classes' is"),
+    "class_newline": (lambda m: m["classes"].__setitem__(1, "sky\nroad"), "one printable line"),
+    "palette": (lambda m: m["palette"].__setitem__(1, [1, 2, 3]), "'palette' is"),
+    "precision": (lambda m: m.update(precision="int8"), "'roles.int8'"),
+    "role_renamed": (lambda m: m["roles"].update(fp32="copy.onnx") or m["files"].update(
+        {"copy.onnx": m["files"]["model.onnx"]}), "'roles.fp32' must be 'model.onnx'"),
+    "deep": (_deep, "deeper than 32 levels"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MEANING_EDITS))
+def test_manifest_edits_are_refused_by_python_and_native_alike(case, app, tiny_bundle, tmp_path):
+    from edgeseg.bundle.manifest import read_bundle
+    from edgeseg.errors import EdgesegError
+
+    edit, phrase = MEANING_EDITS[case]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    if case == "role_renamed":
+        shutil.copyfile(bundle / "model.onnx", bundle / "copy.onnx")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    edit(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgesegError) as python_error:
+        read_bundle(bundle)
+    assert "\n" not in str(python_error.value)
+    size = network_size(tiny_bundle)
+    frame = write_frames(tmp_path / "frames", [np.zeros((*size, 3), np.uint8)])[0]
+    out = tmp_path / "out"
+    _refused(run_app(app, bundle, frame, "--out", out), out, phrase)
+    if case != "class_newline":  # Python names the rule ("one line of printable characters")
+        assert phrase in str(python_error.value), str(python_error.value)
+
+
+def test_invalid_utf8_manifest_is_one_line(app, tiny_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    text = (bundle / "manifest.json").read_bytes()
+    (bundle / "manifest.json").write_bytes(text.replace(b'"background"', b'"back\xffground"', 1))
+    size = network_size(tiny_bundle)
+    frame = write_frames(tmp_path / "frames", [np.zeros((*size, 3), np.uint8)])[0]
+    _refused(run_app(app, bundle, frame, "--out", tmp_path / "out"), tmp_path / "out", "not valid JSON")
 
 
 # ----------------------------------------------------------------------------- CamVid parity (reference model)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeseg.bundle.manifest import read_bundle, write_manifest
+from edgeseg.bundle.manifest import read_bundle
 from edgeseg.bundle.build import BuildOptions, build_bundle
 from edgeseg.cli import main
 from edgeseg.data.preprocess import Preprocessing
@@ -22,6 +22,7 @@ from edgeseg.pipeline.deepstream import DS_CONFIG, DS_ONNX, STD_SPREAD_WARN, nvi
 from edgeseg.pipeline.nvinfer_schema import NETWORK_MODES, validate_nvinfer
 from edgeseg.pipeline.triton import write_triton
 from edgeseg.errors import EdgesegError
+from _bundles import rebuilt_copy
 
 SPEC = "synthetic:64x96"
 
@@ -66,17 +67,10 @@ def _props(text: str) -> dict[str, str]:
 
 
 def _edited_copy(src: Path, dst: Path, edit) -> Path:
-    """A copy of a bundle whose manifest ``edit(manifest, root)`` changed, hashes rewritten."""
-    shutil.copytree(src, dst)
-    manifest = json.loads((dst / "manifest.json").read_text())
-    edit(manifest, dst)
-    for key in ("files", "format", "version", "edgeseg_version"):
-        manifest.pop(key, None)
-    write_manifest(dst, manifest)
-    return dst
+    """A copy of a bundle whose manifest ``edit(manifest, root)`` changed, as a build would write it (its ONNX
+    metadata too, hashes rewritten: tests/_bundles.py)."""
+    return rebuilt_copy(src, dst, edit)
 
-
-# ----------------------------------------------------------------------------- arithmetic
 
 def _nvinfer_input(frame_rgb: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """What nvinfer feeds the network: convert to model-color-format, y = k * (x - offsets[c]), CHW."""
@@ -308,13 +302,40 @@ def test_deepstream_scaling_filter_follows_the_resize_definition(dyn_bundle: Pat
     text = (tmp_path / "new" / DS_CONFIG).read_text()
     assert "scaling-filter=1\n" in text and "is the same definition" in text
     assert not any("resize" in w for w in res.warnings)
-    old = tmp_path / "old"  # a bundle from before the field: pil_bilinear, which nvinfer cannot reproduce
-    shutil.copytree(dyn_bundle, old)
-    m = json.loads((old / "manifest.json").read_text())
-    del m["preprocessing"]["resize"]
-    (old / "manifest.json").write_text(json.dumps(m))
+    old = _edited_copy(dyn_bundle, tmp_path / "old", lambda m, root: m["preprocessing"].pop("resize"))
+    # a bundle from before the field: pil_bilinear, which nvinfer cannot reproduce
     res = write_deepstream(old, tmp_path / "ds-old")
     text = (tmp_path / "ds-old" / DS_CONFIG).read_text()
     assert "scaling-filter=1\n" in text and "is NOT the same" in text
     assert any("resize=pil_bilinear" in w and "no such filter" in w for w in res.warnings)
     assert "no such filter" in (tmp_path / "ds-old" / "README.md").read_text()
+
+
+# ----------------------------------------------------------------------------- issue 21: values written are escaped
+
+def test_values_written_into_deploy_files_stay_on_their_line() -> None:
+    """config.pbtxt strings are protobuf literals (quotes, backslashes, newlines escaped); comments and headings
+    escape what would start a new line; labels.txt refuses a name that is not one printable line."""
+    from google.protobuf import text_format
+
+    from edgeseg.pipeline.deploy_io import labels_text, one_line, pbtxt_string
+
+    pb2 = _model_config_pb2()
+    for name in ('seg"\ninput [ ]', "a\\b", "caf\u00e9", "tab\there\u2028"):
+        cfg = text_format.Parse(f"name: {pbtxt_string(name)}\nplatform: {pbtxt_string('x')}", pb2.ModelConfig())
+        assert cfg.name == name and cfg.platform == "x"
+        assert "\n" not in one_line(name) and "\u2028" not in one_line(name)
+    assert labels_text(["road", "sky"]) == "road\nsky\n"
+    with pytest.raises(EdgesegError, match="class 1 name 'sky\\\\nroad' must be one line"):
+        labels_text(["road", "sky\nroad", "car"])
+
+
+def test_a_bundle_folder_name_cannot_inject_config_lines(dyn_bundle: Path, tmp_path: Path) -> None:
+    odd = tmp_path / "bundle\nnetwork-mode=1"
+    shutil.copytree(dyn_bundle, odd)
+    write_deepstream(odd, tmp_path / "ds")
+    text = (tmp_path / "ds" / DS_CONFIG).read_text()
+    assert "\nnetwork-mode=1\n" not in text and _props(text)["network-mode"] == "0"
+    res = write_triton(odd, tmp_path / "models", model_name="seg")
+    assert _parse_config(res.out / "config.pbtxt")[0].name == "seg"
+    assert (res.out / "config.pbtxt").read_text().splitlines()[0].endswith("(deeplabv3plus_mobilenet_v2, fp32).")
