@@ -454,7 +454,9 @@ Bundle Bundle::open(const std::string& dir) {
     };
     m = json::parse(in, depth_limit);
   } catch (const json::exception& e) {
-    throw Error(mpath.string() + " is not valid JSON (" + e.what() + "); " + rebuild_hint(dir));
+    std::string why = e.what();  // quotes the bytes it read last: keep the line printable ASCII
+    std::replace_if(why.begin(), why.end(), [](unsigned char c) { return c < 0x20 || c > 0x7e; }, '?');
+    throw Error(mpath.string() + " is not valid JSON (" + why + "); " + rebuild_hint(dir));
   }
   const std::string where = mpath.string();
   try {
