@@ -29,7 +29,7 @@ def layout_rows(readme: str) -> dict[str, tuple[int, str, list[str]]]:
 
 
 def item_modules(item: str) -> list[str]:
-    """The module names an item starts with: ``\`a\`, \`b\` what they hold``, after an optional ``label: ``."""
+    """The module names an item starts with (backticked, separated by ", "), after an optional "label: "."""
     match = ITEM.match(item.strip())
     return re.findall(r"`(\w+)`", match.group(1)) if match else [f"<no module name in {item!r}>"]
 
