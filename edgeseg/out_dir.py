@@ -1,10 +1,14 @@
-"""Output folders: what a command may replace, and replacing a folder so a kill never loses the old one.
+"""Outputs: what a command may replace, and replacing a folder so a kill never loses the old one.
 
-The rule every command that writes a folder follows (build, infer, deploy, train, calibrate):
-``OUT`` may be missing (it is created, with its missing parents), empty, or hold the command's own
-earlier output of the same kind (an edgeseg bundle whose files are all in its manifest, an earlier
-``edgeseg infer`` folder, ...): that is replaced. Anything else is refused with a one-line error
-naming the file that would have been destroyed, unless ``overwrite`` (``--overwrite``) is given.
+The one output rule, for every command that writes a folder (build, infer, deploy, train, calibrate)
+or a file (export, quantize): ``OUT`` may be missing (it is created, with its missing parents), an
+empty folder, or the command's own earlier output of the same kind (an edgeseg bundle whose files are
+all in its manifest, an earlier ``edgeseg infer`` folder, an ONNX edgeseg export wrote, ...): that is
+replaced. Anything else is refused with a one-line error naming the file that would have been
+destroyed, unless ``overwrite`` (``--overwrite``) is given (a file never replaces a folder).
+``check_out_dir`` / ``check_out_file`` apply it; ``check_inputs_outside`` refuses, even with
+``overwrite``, an input (file or folder the command reads) that is ``OUT`` or lies inside it. A
+command runs all three, and every other check of its arguments, before it writes anything.
 
 ``staging_dir(out)`` builds the new folder beside ``out`` under ``.NAME.edgeseg-staging-XXXX``,
 holds an flock on it while it is written, fsyncs it, and swaps it with ``out`` in one
@@ -25,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from edgeseg.errors import EdgesegError
-from edgeseg.io_utils import fsync_path, fsync_tree, make_dirs, new_temp_dir
+from edgeseg.io_utils import ensure_parent, fsync_path, fsync_tree, make_dirs, new_temp_dir
 
 STAGING = "edgeseg-staging-"
 OLD = "edgeseg-old-"  # only the two-rename fallback: the previous folder, moved aside for a moment
@@ -63,10 +67,59 @@ def check_out_dir(out: str | Path, foreign: Foreign, what: str, *, overwrite: bo
         victim = foreign(out)
     if victim is None:
         return out
-    kind = "a symbolic link" if victim.is_symlink() else ("a folder" if victim.is_dir() else "a file")
-    raise EdgesegError(f"{flag} {out}: {victim} is {kind} that is not part of an {what}, and writing {out} "
+    raise EdgesegError(f"{flag} {out}: {victim} is {_kind(victim)} that is not part of an {what}, and writing {out} "
                        f"would delete it; expected a new or empty folder or an earlier {what}; choose another "
                        f"{flag} or pass --overwrite to replace {out} with everything in it")
+
+
+def _kind(path: Path) -> str:
+    if path.is_symlink():
+        return "a symbolic link"
+    if path.is_dir():
+        return "a folder"
+    return "a file" if path.is_file() else "a special file (FIFO, socket or device)"
+
+
+def check_out_file(out: str | Path, own: Callable[[Path], bool], what: str, *, overwrite: bool = False,
+                   flag: str = "--out") -> Path:
+    """The rule above for a command writing one file ``out``, before any work; return it as a Path.
+    ``own(out)`` says whether an existing regular file is the command's earlier output of its kind
+    (asked of nothing else: a FIFO is never opened). ``what`` names that kind, with its article (e.g. "an
+    edgeseg ONNX export").
+    Parents that are files are refused; missing parents are left for the writer to create."""
+    out = Path(out)
+    if out.is_dir():
+        raise EdgesegError(f"{flag} {out} is a folder; expected a file path to write; choose another {flag}")
+    ensure_parent(out)
+    if overwrite or not (out.exists() or out.is_symlink()):
+        return out
+    if out.is_file() and not out.is_symlink() and own(out):
+        return out
+    raise EdgesegError(f"{flag} {out} is {_kind(out)} that is not {what}, and writing it would replace it; "
+                       f"expected a new file or {what}; choose another {flag} or pass --overwrite to replace it")
+
+
+def check_inputs_outside(out: str | Path, inputs: dict[str, str | Path | None], flag: str = "--out") -> None:
+    """Refuse, whatever ``overwrite`` says, when an input the command reads (``{"--onnx": path, ...}``; None
+    skipped) is ``out`` or lies inside it, symlinks followed: replacing ``out`` would destroy it."""
+    target = Path(out).resolve()
+    for name, path in inputs.items():
+        if path is None:
+            continue
+        where = Path(path).resolve()
+        if where == target or target in where.parents:
+            inside = "is" if where == target else "lies inside"
+            raise EdgesegError(f"{name} {path} {inside} {flag} {out}, which this command replaces, so writing the "
+                               f"output would destroy its own input; choose another {flag} outside it")
+
+
+def spec_path(spec: str | None) -> Path | None:
+    """The PATH of an input spec ``KIND:PATH`` (``camvid:/data/CamVid``, ``images:DIR``); None for a spec
+    naming no path (``synthetic``, ``synthetic:HxW``), for ``check_inputs_outside``."""
+    if not spec:
+        return None
+    kind, _, arg = spec.partition(":")
+    return Path(arg.strip()) if arg.strip() and kind.strip().lower() != "synthetic" else None
 
 
 def relative_path_problem(relative: object) -> str | None:
@@ -203,6 +256,20 @@ def publish(stage: Path, out: Path) -> None:
     else:
         os.rename(stage, out)
     fsync_path(out.parent)
+
+
+@contextlib.contextmanager
+def scratch_dir(out: str | Path) -> Iterator[Path]:
+    """A hidden working folder beside ``out`` (e.g. the demo build's model), removed when the block ends,
+    also on error; locked like a staging folder, so a killed run's is removed by the next run into ``out``."""
+    out = Path(out)
+    make_dirs(out.parent)
+    stage, fd = _new_locked_stage(out)
+    try:
+        yield stage
+    finally:
+        os.close(fd)
+        remove(stage)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,8 @@
 
 File names come from ``edgeseg.backends.artifacts``. Everything is written into a staging folder that
 replaces ``out`` only on success (edgeseg.out_dir: ``out`` may be missing, empty or an earlier edgeseg
-bundle; anything else needs ``overwrite``). ``finish_engine`` adds an accelerator's artifacts to a
+bundle; anything else needs ``overwrite``; no input may lie inside it), once every option is checked
+(``check_build``). ``finish_engine`` adds an accelerator's artifacts to a
 bundle built elsewhere (`edgeseg build --from DIR --backend trt`, on the device).
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from edgeseg.backends import registry
 from edgeseg.backends.artifacts import CALIBRATION_MANIFEST, PRECISIONS, role_file
 from edgeseg.bundle.manifest import Bundle, check_bundle_out, read_bundle, staging_dir, write_manifest
 from edgeseg.errors import EdgesegError
+from edgeseg.out_dir import check_inputs_outside, spec_path
 
 BACKENDS = ("auto", *(b for b in registry.backend_names() if not registry.get_backend(b).reference))
 LATENCY_RUNS = 20  # build-time latency figure: a quick median, not a benchmark (see edgeseg bench)
@@ -53,6 +55,7 @@ class BuildOptions:
     overwrite: bool = False  # replace ``out`` even when it holds files that are not an edgeseg bundle's
     select_images: int = 16  # images of calib_split scoring each runtime path (never val_split: it reports)
     runtime_rounds: int = 20  # interleaved timing rounds per runtime path
+    source: str | None = None  # what the manifest records as the source (default: the checkpoint or ONNX path)
 
 
 @dataclass
@@ -86,13 +89,22 @@ def _export_checkpoint(opts: BuildOptions, stage: Path, log: Callable[[str], Non
     return fp32, ckpt
 
 
-def _check_options(opts: BuildOptions) -> None:
-    """Refuse bad options before anything is written (an accelerator asked for where it cannot run, too)."""
+def check_build(opts: BuildOptions, demo: bool = False) -> None:
+    """Refuse bad options before anything is written (an accelerator asked for where it cannot run, too), then
+    apply the output-folder rule to ``opts.out``, whose inputs must lie outside it. ``demo``: the checkpoint is
+    still to be trained (the demo build checks everything before its training)."""
+    _check_options(opts, demo)
+    check_bundle_out(opts.out, opts.overwrite)
+    check_inputs_outside(opts.out, {"--checkpoint": opts.checkpoint, "--onnx": opts.onnx,
+                                    f"--data {opts.data}": spec_path(opts.data)})
+
+
+def _check_options(opts: BuildOptions, demo: bool) -> None:
     if opts.precision not in PRECISIONS:
         raise EdgesegError(f"--precision must be one of {', '.join(PRECISIONS)}, got {opts.precision!r}")
     if opts.backend not in BACKENDS:
         raise EdgesegError(f"--backend must be one of {', '.join(BACKENDS)}, got {opts.backend!r}")
-    if (opts.checkpoint is None) == (opts.onnx is None):
+    if (opts.checkpoint is None) == (opts.onnx is None) and not (demo and opts.onnx is None):
         raise EdgesegError("pass exactly one of --checkpoint CKPT or --onnx FILE (or neither flag for the demo)")
     if opts.backend != "auto":
         backend = registry.get_backend(opts.backend)
@@ -105,12 +117,16 @@ def _check_options(opts: BuildOptions) -> None:
                                "--backend auto")
     if opts.precision == "int8" and opts.data is None:
         raise EdgesegError("--precision int8 needs --data SPEC for the calibration images")
+    if opts.val_limit is not None and opts.val_limit < 1:
+        raise EdgesegError(f"--val-limit must be >= 1 (the val images the mIoU is measured on), got {opts.val_limit}; "
+                           "drop it to measure on the whole split")
+    if opts.calib_count < 1:
+        raise EdgesegError(f"--calib-count must be >= 1, got {opts.calib_count}")
 
 
 def build_bundle(opts: BuildOptions, log: Callable[[str], None] = print) -> BuildResult:
     """Build the bundle described by ``opts`` into ``opts.out``."""
-    _check_options(opts)
-    check_bundle_out(opts.out, opts.overwrite)
+    check_build(opts)
     t0 = time.time()
     notes: list[str] = []
     with staging_dir(opts.out) as stage:
@@ -156,7 +172,7 @@ def _base_manifest(opts: BuildOptions, fp32: Path) -> tuple[dict[str, Any], Any]
         "model": meta.get("model"), "classes": meta["classes"], "palette": meta["palette"],
         "preprocessing": pre.to_dict(), "precision": opts.precision, "input": {
             "name": "input", "shape_bounds": meta.get("shape_bounds"), "dynamic": meta.get("dynamic")},
-        "output": meta.get("output", "logits"), "source": str(opts.checkpoint or opts.onnx)}
+        "output": meta.get("output", "logits"), "source": opts.source or str(opts.checkpoint or opts.onnx)}
     return manifest, pre
 
 
@@ -241,17 +257,22 @@ def _measure_miou(opts: BuildOptions, stage: Path, roles: dict[str, str], pre, l
     from edgeseg.train.evaluate import evaluate
 
     dataset = open_dataset(opts.data, opts.val_split)
-    result: dict[str, Any] = {"data": opts.data, "split": opts.val_split,
-                              "images": min(len(dataset), opts.val_limit or len(dataset)), "miou": {},
+    images = len(dataset) if opts.val_limit is None else min(len(dataset), opts.val_limit)
+    if images == 0:
+        raise EdgesegError(f"{opts.data} has no {opts.val_split} images to measure the mIoU on; give the dataset a "
+                           f"{opts.val_split} split")
+    result: dict[str, Any] = {"data": opts.data, "split": opts.val_split, "images": images, "miou": {},
                               "latency_ms_median": {}, "latency_runs": LATENCY_RUNS}
     for precision in dict.fromkeys(["fp32", opts.precision]):
         with OrtRunner(stage / roles[precision]) as runner:  # one session for accuracy and latency
             cm = evaluate(runner, dataset, pre, batch_size=1, limit=opts.val_limit)
             x = np.random.default_rng(0).standard_normal(runner.input_spec.min_shape, dtype=np.float32)
             latency = float(np.median(time_calls(lambda: runner.infer(x), LATENCY_RUNS, 0.0, warmup=3)))
-        result["miou"][precision] = round(cm.miou(), 3)
+        miou = cm.miou()  # NaN when no pixel of the images is labelled: recorded as null, never as NaN
+        result["miou"][precision] = round(miou, 3) if np.isfinite(miou) else None
         result["latency_ms_median"][precision] = round(latency, 2)
-        log(f"mIoU {precision} (ONNX Runtime CPU, {opts.val_split}): {cm.miou():.2f}")
+        log(f"mIoU {precision} (ONNX Runtime CPU, {opts.val_split}): "
+            + (f"{miou:.2f}" if np.isfinite(miou) else f"none (no labelled pixel in {images} images)"))
     return result
 
 

@@ -1,12 +1,13 @@
 """`edgeseg build`: an artifact bundle (or, with only --precision, the self-contained synthetic demo)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from edgeseg.backends.artifacts import PRECISIONS
-from edgeseg.bundle.build import BACKENDS
+from edgeseg.bundle.build import BACKENDS, BuildOptions, BuildResult, build_bundle, check_build, finish_engine
 from edgeseg.cli.group import main
 from edgeseg.cli.info import print_bundle_summary
 from edgeseg.cli.options import parse_size
@@ -17,15 +18,28 @@ DEMO_MODEL = dict(model="deeplabv3plus_mobilenet_v2", width=0.35, epochs=8, batc
                   weight_decay=1e-2)
 
 
-def _quick_checkpoint(out: Path, log) -> Path:
-    """The demo's model: a light DeepLab v3+ trained on the built-in synthetic scenes for about a minute."""
+def _quick_checkpoint(folder: Path, log: Callable[[str], None]) -> Path:
+    """The demo's model: a light DeepLab v3+ trained on the built-in synthetic scenes for about a minute,
+    into ``folder`` (a scratch folder: the bundle keeps its own copy)."""
     from edgeseg.train.config import TrainConfig
     from edgeseg.train.loop import train
 
-    cfg = TrainConfig(data=DEMO_DATA, out=out / "quick-model", workers=0, **DEMO_MODEL)
+    cfg = TrainConfig(data=DEMO_DATA, out=folder, workers=0, **DEMO_MODEL)
     log(f"no --checkpoint/--onnx: training the quick demo model ({cfg.model} x{cfg.width}, {cfg.epochs} epochs "
         f"on {DEMO_DATA})")
     return train(cfg, log=log).best_path
+
+
+def _demo_build(opts: BuildOptions, log: Callable[[str], None]) -> BuildResult:
+    """The demo: every option checked, the quick model trained in a scratch folder beside ``opts.out``
+    (removed afterwards: nothing is left outside the bundle), then the bundle built from it."""
+    from edgeseg.out_dir import scratch_dir
+
+    check_build(opts, demo=True)  # before the minute of training
+    with scratch_dir(opts.out) as scratch:
+        opts.checkpoint = _quick_checkpoint(scratch, log)
+        opts.source = f"demo: {DEMO_MODEL['model']} x{DEMO_MODEL['width']} trained on {DEMO_DATA}"
+        return build_bundle(opts, log=log)
 
 
 @main.command("build")
@@ -56,27 +70,18 @@ def build_cmd(precision: str, checkpoint: Path | None, onnx_path: Path | None, d
     """Build an artifact bundle; with only --precision, the self-contained synthetic demo."""
     from rich.console import Console
 
-    from edgeseg.bundle.build import BuildOptions, build_bundle, finish_engine
-
     console = Console()
     log = console.print
     if from_dir is not None:
         result = finish_engine(from_dir, dla_core=dla_core, log=log, backend=None if backend == "auto" else backend)
     else:
-        from edgeseg.bundle.manifest import check_bundle_out
-        from edgeseg.io_utils import make_dirs
-
-        out = check_bundle_out(out or Path("build") / precision, overwrite)  # before the demo's training
-        make_dirs(out.parent)
-        if checkpoint is None and onnx_path is None:
-            checkpoint = _quick_checkpoint(out.parent, log)
-            data = data or DEMO_DATA
-        result = build_bundle(BuildOptions(precision=precision, out=out, checkpoint=checkpoint, onnx=onnx_path,
-                                           data=data, backend=backend, input_size=parse_size(input_size), dynamic=dynamic,
-                                           calib_count=calib_count, calibrator=calibrator,
-                                           max_miou_drop=max_miou_drop, val_limit=val_limit, dla_core=dla_core,
-                                           overwrite=overwrite),
-                              log=log)
+        demo = checkpoint is None and onnx_path is None
+        opts = BuildOptions(precision=precision, out=out or Path("build") / precision, checkpoint=checkpoint,
+                            onnx=onnx_path, data=data or (DEMO_DATA if demo else None), backend=backend,
+                            input_size=parse_size(input_size), dynamic=dynamic, calib_count=calib_count,
+                            calibrator=calibrator, max_miou_drop=max_miou_drop, val_limit=val_limit,
+                            dla_core=dla_core, overwrite=overwrite)
+        result = _demo_build(opts, log) if demo else build_bundle(opts, log=log)
     print_bundle_summary(console, result.out, result.manifest, result.seconds)
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")

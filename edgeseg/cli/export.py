@@ -68,7 +68,10 @@ def _print_fusion(console, fusion) -> None:
               "name with --num-classes for untrained weights.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None, help="torchvision state_dict file.")
 @click.option("--num-classes", type=int, default=None)
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output FILE.onnx (written atomically).")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output FILE.onnx (written atomically). Replaces an earlier edgeseg export; any other file is "
+                   "refused unless --overwrite.")
+@click.option("--overwrite", is_flag=True, help="Replace --out even when it is not an earlier edgeseg ONNX export.")
 @click.option("--input-size", default=None, help="HxW (default: the checkpoint's input size, else 360x480).")
 @click.option("--batch", default=1, show_default=True, help="Batch size (the opt batch when --dynamic batch).")
 @click.option("--dynamic", type=click.Choice(["batch", "hw", "both"]), default=None, help="Dynamic dims (default static).")
@@ -92,16 +95,24 @@ def _print_fusion(console, fusion) -> None:
               help="With --weights or --num-classes: the resize definition to record (default bilinear).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def export_cmd(checkpoint: Path | None, model_name: str | None, weights: Path | None, num_classes: int | None,
-               out: Path, input_size: str | None, batch: int, dynamic: str | None, min_size: str | None,
-               max_size: str | None, max_batch: int | None, opset: int, argmax: bool, no_fuse: bool,
+               out: Path, overwrite: bool, input_size: str | None, batch: int, dynamic: str | None,
+               min_size: str | None, max_size: str | None, max_batch: int | None, opset: int, argmax: bool,
+               no_fuse: bool,
                fuse_strategy: str, parity_data: str | None, parity_split: str, parity_images: int,
                imagenet_preprocessing: bool, mean: str | None, std: str | None, scale: float | None,
                resize: str | None, as_json: bool) -> None:
     """Fuse, export to ONNX (opset 17, TensorRT-parsable), simplify, and check parity with ONNX Runtime."""
-    from edgeseg.export.onnx_export import default_bounds, export_onnx, parity_images_from_dataset
-    from edgeseg.io_utils import ensure_parent
+    from edgeseg.export.onnx_export import (
+        default_bounds,
+        edgeseg_onnx_precision,
+        export_onnx,
+        parity_images_from_dataset,
+    )
+    from edgeseg.out_dir import check_inputs_outside, check_out_file
 
-    ensure_parent(out)  # fail before any work
+    check_out_file(out, lambda p: edgeseg_onnx_precision(p) == "fp32", "an FP32 ONNX written by edgeseg export",
+                   overwrite=overwrite)  # before any work
+    check_inputs_outside(out, {"--checkpoint": checkpoint, "--weights": weights})
     if checkpoint is not None and (imagenet_preprocessing or mean or std or scale or resize):
         raise EdgesegError("--checkpoint records its own preprocessing; drop --imagenet-preprocessing/--mean/--std/"
                            "--scale/--resize so the export cannot drift from training")

@@ -37,7 +37,8 @@ def infer_cmd(bundle_dir: Path, source: str, out: Path, overwrite: bool, backend
     """Segment SOURCE (image, folder, video file, camera index, rtsp:// URL) with a bundle.
 
     Writes OUT/labels/*.png (class index per pixel) and, for images, OUT/masks and OUT/overlays;
-    for video, cameras and streams an overlay video. Ctrl-C stops cleanly (outputs stay complete)."""
+    for video, cameras and streams an overlay video. Ctrl-C stops cleanly (outputs stay complete, exit 130);
+    frames that cannot be decoded are skipped, named at the end, and the exit code is 1."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -68,11 +69,14 @@ def infer_cmd(bundle_dir: Path, source: str, out: Path, overwrite: bool, backend
     click.echo(f"runner: {result.choice}")
     click.echo(f"{s.frames} frames from {source} ({result.source_kind}) in {s.seconds:.1f} s: end-to-end "
                f"{s.e2e_fps:.1f} fps, model only {s.model_fps:.1f} fps ({result.backend}, batch {result.batch})")
-    if s.decode_errors:
-        click.echo(f"skipped {s.decode_errors} frame(s) that could not be decoded, e.g. {s.errors[0]}")
     for note in s.notes:
         click.echo(f"note: {note}")
     click.echo(f"outputs: {result.out}" + (f", video {result.video}" if result.video else ""))
+    if s.decode_errors:  # the other frames are written, but the run did not do all its work
+        click.echo(f"error: {s.decode_errors} frame(s) of {source} could not be decoded and have no output (e.g. "
+                   f"{s.errors[0]}); the other {s.frames} are in {result.out}; fix or remove those inputs", err=True)
     if s.stopped:
         click.echo("stopped before the end of the input; the files written are complete", err=True)
         sys.exit(130)
+    if s.decode_errors:
+        sys.exit(1)

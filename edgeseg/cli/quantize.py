@@ -19,7 +19,11 @@ QUANTIZE_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp32")  # what quanti
 @main.command("quantize")
 @click.option("--onnx", "onnx_path", required=True, type=click.Path(path_type=Path), help="FP32 ONNX (with metadata).")
 @click.option("--precision", type=click.Choice(QUANTIZE_PRECISIONS), required=True)
-@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output FILE.onnx. Replaces an earlier edgeseg INT8/FP16 ONNX; any other file is refused unless "
+                   "--overwrite.")
+@click.option("--overwrite", is_flag=True, help="Replace --out (and --trt-cache) even when it is not an earlier output "
+              "of this command.")
 @click.option("--calib", type=click.Path(path_type=Path), default=None, help="Calibration manifest (int8).")
 @click.option("--data", default=None, help="Dataset spec whose root holds the manifest's images (another machine).")
 @click.option("--layout", type=click.Choice(LAYOUT_NAMES), default="cpu", show_default=True)
@@ -39,15 +43,16 @@ QUANTIZE_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp32")  # what quanti
 @click.option("--std", default=None)
 @click.option("--scale", type=float, default=None)
 @click.option("--json", "as_json", is_flag=True)
-def quantize_cmd(onnx_path: Path, precision: str, out: Path, calib: Path | None, data: str | None, layout: str,
-                 calibrator: str, trt_cache: Path | None, trt_version: str, fp16_scales: bool,
-                 max_miou_drop: float | None,
-                 val_data: str | None, val_split: str, allow_changed: bool, no_bias_correction: bool,
+def quantize_cmd(onnx_path: Path, precision: str, out: Path, overwrite: bool, calib: Path | None, data: str | None,
+                 layout: str, calibrator: str, trt_cache: Path | None, trt_version: str, fp16_scales: bool,
+                 max_miou_drop: float | None, val_data: str | None, val_split: str, allow_changed: bool,
+                 no_bias_correction: bool,
                  mean: str | None, std: str | None, scale: float | None, as_json: bool) -> None:
     """Write an INT8 Q/DQ (cpu or trt layout) or FP16 ONNX from an FP32 ONNX."""
-    from edgeseg.io_utils import ensure_parent
-
-    ensure_parent(out)
+    if trt_cache is not None and precision != "int8":
+        raise EdgesegError(f"--trt-cache is an INT8 calibration table; --precision {precision} writes none; drop "
+                           "--trt-cache or quantize with --precision int8")
+    _check_outputs(onnx_path, calib, out, trt_cache, overwrite)
     if precision == "fp16":
         from edgeseg.quantize.fp16 import convert_fp16
 
@@ -82,6 +87,36 @@ def quantize_cmd(onnx_path: Path, precision: str, out: Path, calib: Path | None,
         click.echo(json.dumps(_summary(report, out, layout, calibrator, hit)))
     else:
         _print_report(report, out, layout, calibrator, hit)
+
+
+def _is_calibration_cache(path: Path) -> bool:
+    """A TensorRT calibration cache edgeseg can replay (its first line ``TRT-<version>-<Algorithm>``)."""
+    from edgeseg.backends import trt_api
+
+    try:
+        with open(path, "rb") as f:
+            trt_api.calibration_algorithm(f.read(256))
+    except (OSError, EdgesegError):
+        return False
+    return True
+
+
+def _check_outputs(onnx_path: Path, calib: Path | None, out: Path, trt_cache: Path | None, overwrite: bool) -> None:
+    """The output rule (edgeseg.out_dir) for --out and --trt-cache, before any work: each missing or this
+    command's earlier output of its kind, two different files, and neither one an input."""
+    from edgeseg.export.onnx_export import edgeseg_onnx_precision
+    from edgeseg.out_dir import check_inputs_outside, check_out_file
+
+    check_out_file(out, lambda p: edgeseg_onnx_precision(p) in ("int8", "fp16"),
+                   "an INT8 or FP16 ONNX written by edgeseg quantize", overwrite=overwrite)
+    check_inputs_outside(out, {"--onnx": onnx_path, "--calib": calib})
+    if trt_cache is not None:
+        check_out_file(trt_cache, _is_calibration_cache, "a TensorRT calibration cache", overwrite=overwrite,
+                       flag="--trt-cache")
+        check_inputs_outside(trt_cache, {"--onnx": onnx_path, "--calib": calib}, flag="--trt-cache")
+        if trt_cache.resolve() == out.resolve():
+            raise EdgesegError(f"--trt-cache {trt_cache} is --out {out}: the two outputs would replace each other; "
+                               "choose another --trt-cache")
 
 
 def _summary(report, out: Path, layout: str, calibrator: str, hit: bool) -> dict:

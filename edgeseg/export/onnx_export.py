@@ -33,7 +33,7 @@ from torch import nn
 
 from edgeseg.errors import EdgesegError
 from edgeseg.export.fuse import BlockCost, FusionReport, Strategy, fuse_model
-from edgeseg.export.metadata import INPUT_NAME, LABELS_NAME, LOGITS_NAME, set_metadata
+from edgeseg.export.metadata import INPUT_NAME, LABELS_NAME, LOGITS_NAME, metadata_of, set_metadata
 from edgeseg.io_utils import atomic_path, ensure_parent
 
 DYNAMIC_MODES = ("batch", "hw", "both")
@@ -193,6 +193,21 @@ def export_onnx(model: nn.Module, out_path: str | Path, *, input_size: tuple[int
         path=out_path, opset=opset, input_shape=[d.dim_param or d.dim_value for d in dims], output_name=output,
         dynamic=dynamic, shape_bounds=profile, nodes=len(onnx_model.graph.node), size_bytes=out_path.stat().st_size,
         seconds=time.perf_counter() - t0, fusion=fusion, parity=parity)
+
+
+def edgeseg_onnx_precision(path: str | Path) -> str | None:
+    """What an existing file is, for the output rule (edgeseg.out_dir): "fp32" for an ONNX `edgeseg export`
+    wrote (edgeseg metadata, no precision), the recorded precision ("int8", "fp16") for one `edgeseg
+    quantize` wrote, None for anything else (not ONNX, no edgeseg metadata, unreadable)."""
+    import onnx
+
+    try:
+        meta = metadata_of(onnx.load(str(path), load_external_data=False))
+    except Exception:  # not ONNX, truncated, unreadable, metadata not JSON: not ours
+        return None
+    if not {"version", "classes", "preprocessing"} <= meta.keys():
+        return None
+    return str(meta.get("precision", "fp32"))
 
 
 # ----------------------------------------------------------------------------- export steps
@@ -392,4 +407,5 @@ def _write_metadata(model, meta: dict[str, Any], *, dynamic: Dynamic, profile: d
     model.producer_version = __version__
 
 
-__all__ = ["ExportReport", "ParityResult", "default_bounds", "export_onnx", "parity_images_from_dataset"]
+__all__ = ["ExportReport", "ParityResult", "default_bounds", "edgeseg_onnx_precision", "export_onnx",
+           "parity_images_from_dataset"]

@@ -18,7 +18,17 @@ VIDEO_CODECS = ((".mp4", "mp4v"), (".avi", "MJPG"))  # tried in order; both are 
 
 INFER_MARKER = "edgeseg-infer.json"  # written first into every infer output folder: what makes it one
 IMAGE_DIRS = ("labels", "masks", "overlays")
-_OWN_FILE = re.compile(r"[^/]+_overlay\.(mp4|avi)|\..+\.partial\.(mp4|avi)|\..+\.tmp")
+_PARTIAL = re.compile(r"\..+\.partial\.(mp4|avi)|\..+\.tmp")  # what a killed run leaves half-written
+_VIDEO = re.compile(r"[^/]+_overlay\.(mp4|avi)")
+
+
+class DuplicateOutputName(EdgesegError):
+    """Two frames of one run map to the same output file; ``index`` is the second frame's."""
+
+    def __init__(self, name: str, index: int) -> None:
+        super().__init__(f"two input frames map to the output labels/{name}.png (the second is frame {index} of the "
+                         "source), so one would replace the other; rename one of the inputs")
+        self.name, self.index = name, index
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -29,12 +39,16 @@ def _save_png(path: Path, array: np.ndarray) -> None:
 
 
 class ImageSink:
-    """labels/NAME.png always; masks/NAME.png and overlays/NAME.png when asked."""
+    """labels/NAME.png always; masks/NAME.png and overlays/NAME.png when asked. A name is written once:
+    a second frame of the same name is refused (DuplicateOutputName), never written over the first.
+    ``names`` lists the names written, in order, when ``record`` (a finite source; an endless one would
+    grow it without bound)."""
 
     def __init__(self, out: Path, classes: list[str], palette: list[list[int]], masks: bool = True,
-                 overlays: bool = True, alpha: float = 0.5) -> None:
+                 overlays: bool = True, alpha: float = 0.5, record: bool = True) -> None:
         self.out, self.classes, self.palette, self.alpha = Path(out), classes, palette, alpha
         self.dirs = {"labels": True, "masks": masks, "overlays": overlays}
+        self.names: list[str] | None = [] if record else None
         for name, wanted in self.dirs.items():
             if wanted:
                 (self.out / name).mkdir(exist_ok=True)
@@ -42,8 +56,12 @@ class ImageSink:
     def __call__(self, frame: Frame, labels: np.ndarray) -> None:
         from edgeseg.pipeline.overlay import colorize, overlay
 
-        _save_png(self.out / "labels" / f"{frame.name}.png",
-                  labels if labels.dtype == np.uint8 else labels.astype(np.uint16))
+        label_path = self.out / "labels" / f"{frame.name}.png"
+        if label_path.exists():  # the folder was emptied before the run: this run wrote it
+            raise DuplicateOutputName(frame.name, frame.index)
+        _save_png(label_path, labels if labels.dtype == np.uint8 else labels.astype(np.uint16))
+        if self.names is not None:
+            self.names.append(frame.name)
         if self.dirs["masks"]:
             _save_png(self.out / "masks" / f"{frame.name}.png", colorize(labels, self.palette))
         if self.dirs["overlays"]:
@@ -124,23 +142,58 @@ class SinkGroup:
             sink.close()
 
 
-def _own_infer_entry(path: Path) -> bool:
-    if path.is_dir() and not path.is_symlink():
-        return path.name in IMAGE_DIRS
-    return path.name == INFER_MARKER or bool(_OWN_FILE.fullmatch(path.name))
+def _record(out: Path) -> dict:
+    """What INFER_MARKER says the earlier run wrote ({} when it cannot be read)."""
+    try:
+        record = json.loads((out / INFER_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _is_plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
 
 
 def infer_foreign(out: Path) -> Path | None:
-    """For the output-folder rule: the first entry of ``out`` that an earlier `edgeseg infer` did not
-    write (any entry when the folder has no INFER_MARKER, i.e. is not an infer output)."""
-    if not (out / INFER_MARKER).is_file():
+    """For the output-folder rule: the first file of ``out`` (labels/, masks/ and overlays/ included) that an
+    earlier `edgeseg infer` did not write (any entry when the folder has no INFER_MARKER, i.e. is not an
+    infer output). The marker of a run that finished lists its frames and video: only those count as its
+    own; for a run killed before (or from an endless source) its PNGs and ``*_overlay`` video do."""
+    if not _is_plain_file(out / INFER_MARKER):
         return next(iter(sorted(out.iterdir())), None)
-    return first_foreign(out, _own_infer_entry)
+    record = _record(out)
+    frames = record.get("frames")
+    names = {f"{n}.png" for n in frames} if isinstance(frames, list) else None
+    listed = "frames" in record  # a finished run: its video, if any, is named too
+
+    def own_image(path: Path) -> bool:
+        return _is_plain_file(path) and (bool(_PARTIAL.fullmatch(path.name)) or (
+            path.suffix == ".png" if names is None else path.name in names))
+
+    def own_entry(path: Path) -> bool:
+        if path.is_dir() and not path.is_symlink():
+            return path.name in IMAGE_DIRS
+        return _is_plain_file(path) and (path.name == INFER_MARKER or bool(_PARTIAL.fullmatch(path.name)) or (
+            path.name == record.get("video") if listed else bool(_VIDEO.fullmatch(path.name))))
+
+    for entry in sorted(out.iterdir()):
+        if not own_entry(entry):
+            return entry
+        if entry.is_dir():
+            victim = first_foreign(entry, own_image)
+            if victim is not None:
+                return victim
+    return None
 
 
 def check_infer_out(out: str | Path, overwrite: bool = False) -> Path:
     """The output-folder rule (edgeseg.out_dir) for an infer output folder, before any work."""
     return check_out_dir(out, infer_foreign, "edgeseg infer output", overwrite=overwrite)
+
+
+def _write_marker(out: Path, record: dict) -> None:
+    atomic_write_text(out / INFER_MARKER, json.dumps({"format": "edgeseg.infer", **record}, indent=1))
 
 
 def prepare_out(out: str | Path, about: dict | None = None) -> Path:
@@ -150,10 +203,16 @@ def prepare_out(out: str | Path, about: dict | None = None) -> Path:
     try:
         make_dirs(out)
         clear_dir(out)
-        atomic_write_text(out / INFER_MARKER, json.dumps({"format": "edgeseg.infer", **(about or {})}, indent=1))
+        _write_marker(out, about or {})
     except OSError as e:
         raise EdgesegError(f"cannot write to output folder {out} ({e.strerror or type(e).__name__}); "
                            "expected a folder you can create and write; choose another --out") from None
     return out
+
+
+def record_outputs(out: Path, about: dict, frames: list[str] | None, video: Path | None) -> None:
+    """Rewrite INFER_MARKER with what the run wrote (the frame names, when recorded, and the video), so the
+    next run replaces exactly these files and refuses any other (``infer_foreign``)."""
+    _write_marker(Path(out), {**about, "frames": frames, "video": video.name if video is not None else None})
 
 

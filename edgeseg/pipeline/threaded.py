@@ -4,7 +4,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.pipeline.sources import Frame, FrameDecodeError
 
 QUEUE_SIZE = 4  # items per stage queue: enough to overlap the stages, small enough to keep memory flat
-MAX_CONSECUTIVE_ERRORS = 30  # a stream whose frames keep failing this many times in a row is treated as ended
+MAX_CONSECUTIVE_ERRORS = 30  # an endless source (camera, stream) failing this many frames in a row has ended
 _POLL_S = 0.1  # how often blocked stages look at the stop / abort flags
 _END = object()
 
@@ -95,8 +95,14 @@ def _frame_problem(rgb: Any) -> str | None:
     return None
 
 
+def is_finite(source: Iterable) -> bool:
+    """Whether ``source`` has a known length (image files, a video with a frame count, a list): it is read to
+    its end whatever fails; an endless one (camera, stream) ends after MAX_CONSECUTIVE_ERRORS failures."""
+    return getattr(source, "total", None) is not None or isinstance(source, Sized)
+
+
 def _decode(source: Iterable, out: _Queue, flags: _Flags, stats: PipelineStats, max_frames: int | None) -> None:
-    it, attempts, taken, consecutive = iter(source), 0, 0, 0
+    it, attempts, taken, consecutive, finite = iter(source), 0, 0, 0, is_finite(source)
     try:
         while not flags.stop.is_set() and (max_frames is None or taken < max_frames):
             try:
@@ -112,7 +118,7 @@ def _decode(source: Iterable, out: _Queue, flags: _Flags, stats: PipelineStats, 
                 stats.decode_errors += 1
                 if len(stats.errors) < KEPT_ERRORS:
                     stats.errors.append(str(e) or type(e).__name__)
-                if consecutive >= MAX_CONSECUTIVE_ERRORS:
+                if not finite and consecutive >= MAX_CONSECUTIVE_ERRORS:
                     stats.notes.append(f"the source ended after {consecutive} unreadable frames in a row "
                                        f"(last: {str(e) or type(e).__name__})")
                     return
@@ -184,7 +190,8 @@ def run_pipeline(frames: Iterable, predict: Predictor, sink: Sink, *, batch: int
 
     Decode, inference and encode run in three threads joined by queues of ``queue_size`` items, so at
     most about ``2 * queue_size + batch`` frames are in memory. An item that fails (the iterator
-    raises, or it is not an HxWx3 uint8 array) is skipped and counted in ``decode_errors``.
+    raises, or it is not an HxWx3 uint8 array) is skipped and counted in ``decode_errors``; a source of
+    known length is read to its end, an endless one ends after MAX_CONSECUTIVE_ERRORS failures in a row.
     ``stop.set()`` or Ctrl-C ends reading; frames already read are finished, the sink is called
     for each, and ``stopped`` is True (a second Ctrl-C drops them and raises KeyboardInterrupt once
     the stages have left, so the caller can still close its files). A failure in ``predict`` or

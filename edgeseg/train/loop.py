@@ -62,11 +62,20 @@ def _own_train_file(path: Path) -> bool:
 
 
 def check_train_out(cfg: "TrainConfig") -> Path:
-    """The output-folder rule for a training run (``resume`` continues the run in ``out``)."""
-    from edgeseg.out_dir import check_out_dir, first_foreign
+    """Before anything is written: the run has epochs to do, and the output-folder rule holds (``resume``
+    continues the run in ``out``; otherwise no input lies inside the ``out`` it replaces)."""
+    from edgeseg.out_dir import check_inputs_outside, check_out_dir, first_foreign, spec_path
 
+    for flag, value in (("--epochs", cfg.epochs), ("--max-train-samples", cfg.max_train_samples),
+                        ("--max-val-samples", cfg.max_val_samples)):
+        if value is not None and value < 1:
+            raise EdgesegError(f"{flag} must be >= 1, got {value}; a run with nothing to train or validate would "
+                               "report checkpoints or scores it never made")
     if cfg.resume:
         return Path(cfg.out)
+    pretrained = cfg.pretrained if cfg.pretrained not in ("none", "imagenet") else None
+    check_inputs_outside(cfg.out, {"--init": cfg.init, "--pretrained": pretrained,
+                                   **{f"--data {spec}": spec_path(spec) for spec in cfg.specs}})
     return check_out_dir(cfg.out, lambda out: first_foreign(out, _own_train_file), "edgeseg training run",
                          overwrite=cfg.overwrite)
 
@@ -263,9 +272,9 @@ class _Scores:
 def _train(cfg: TrainConfig, device: torch.device, world: int, rank: int, is_main: bool,
            log: Callable[[str], None], progress, on_epoch_end) -> TrainResult:
     torch.manual_seed(cfg.seed)
-    out = _prepare_out(cfg, is_main)
-    run = _setup(cfg, device, world, rank, log, progress, out)
+    run = _setup(cfg, device, world, rank, log, progress, Path(cfg.out))  # every argument checked: then write
     scores = _restore(run) if run.resume_from is not None else _Scores()
+    _prepare_out(cfg, is_main)
     backend = dist.get_backend() if world > 1 else "none"
     log(f"training {run.model_cfg.name} on {len(run.loader.dataset)} {run.data_label} {cfg.train_split} images, "
         f"{len(run.loader)} steps/epoch, {world} process(es) (distributed backend: {backend}"
@@ -296,7 +305,8 @@ def _train(cfg: TrainConfig, device: torch.device, world: int, rank: int, is_mai
 # ----------------------------------------------------------------------------- setup
 
 def _prepare_out(cfg: TrainConfig, is_main: bool) -> Path:
-    """``cfg.out``, created and (unless resuming) emptied by rank 0: the rule was checked in train()."""
+    """``cfg.out``, created and (unless resuming) emptied by rank 0: the rule was checked in train(), the
+    other arguments by ``_setup``; nothing is written before this."""
     out = Path(cfg.out)
     if is_main:
         from edgeseg.out_dir import clear_dir
@@ -427,6 +437,9 @@ def _restore(run: _Run) -> _Scores:
     scores = _Scores(start_epoch=int(ts["epoch"]) + 1,
                      best_miou=None if best_miou is None or best_miou < 0 else float(best_miou),  # < 0: older "none"
                      best_ema_miou=ts.get("best_ema_miou"), history=list(ts.get("history", [])))
+    if scores.start_epoch >= run.cfg.epochs:
+        raise EdgesegError(f"{last_path} already finished epoch {scores.start_epoch} and --epochs is {run.cfg.epochs}, "
+                           f"so there is nothing left to train; pass --epochs above {scores.start_epoch} to go on")
     run.log(f"resumed from {last_path} at epoch {scores.start_epoch + 1}"
             + (f" (GradScaler scale {run.scaler.get_scale():g})" if run.use_amp else ""))
     return scores

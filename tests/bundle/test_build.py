@@ -257,3 +257,16 @@ def test_calibrators_tensorrt_cannot_replay_build_without_a_cache(checkpoint: Pa
     m = read_bundle(tmp_path / "p").manifest
     assert "calibration_cache" not in m["roles"] and not (tmp_path / "p" / "calibration.cache").exists()
     assert m["calibration"]["trt_cache"] is None and any("no percentile calibrator" in line for line in logs)
+
+
+def test_val_limit_0_and_an_input_inside_out_are_refused_before_any_write(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    with pytest.raises(EdgesegError, match="--val-limit must be >= 1"):  # was: NaN mIoU and the split's size
+        build_bundle(BuildOptions(precision="fp32", out=out, checkpoint=checkpoint, data=SPEC, val_limit=0))
+    assert not out.exists()
+    build_bundle(BuildOptions(precision="fp32", out=out, checkpoint=checkpoint, input_size=(32, 48)),
+                 log=lambda s: None)
+    before = (out / "model.onnx").read_bytes()
+    with pytest.raises(EdgesegError, match="--onnx .*model.onnx lies inside --out"):
+        build_bundle(BuildOptions(precision="fp32", out=out, onnx=out / "model.onnx", overwrite=True))
+    assert (out / "model.onnx").read_bytes() == before

@@ -250,3 +250,23 @@ def test_error_paths_are_one_line(bundle, tmp_path: Path) -> None:
         res = CliRunner().invoke(main, ["infer", str(bundle), *args, *out])
         assert res.exit_code == 2, (args, res.output)
         assert res.output.startswith("error: ") and res.output.count("\n") == 1 and message in res.output, res.output
+
+
+def test_a_folder_is_read_to_its_end_and_skipped_frames_exit_1(bundle, seg, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((40, 50, 3), 5, np.uint8)).save(images / "a.png")
+    for i in range(MAX_CONSECUTIVE_ERRORS + 1):
+        (images / f"b{i:02d}.png").write_bytes(b"not a png")
+    for i in range(2):
+        Image.fromarray(np.full((40, 50, 3), 90 * i, np.uint8)).save(images / f"z{i}.png")
+    res = CliRunner().invoke(main, ["infer", str(bundle), str(images), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1, res.output
+    assert sorted(p.name for p in (tmp_path / "out" / "labels").iterdir()) == ["a.png", "z0.png", "z1.png"]
+    assert f"error: {MAX_CONSECUTIVE_ERRORS + 1} frame(s) of {images} could not be decoded" in res.output
+    assert "b00.png" in res.output
+    # frames in memory of known length: read to the end too; an endless source still ends (the Dead source above)
+    bad = np.zeros((4, 4), np.uint8)
+    good = np.zeros((64, 96, 3), np.uint8)
+    stats = run_pipeline([bad] * (MAX_CONSECUTIVE_ERRORS + 5) + [good], BatchPredictor(seg), lambda f, lab: None)
+    assert stats.frames == 1 and stats.decode_errors == MAX_CONSECUTIVE_ERRORS + 5 and not stats.notes

@@ -72,6 +72,14 @@ def test_val_split_inside_the_training_splits_is_refused(tmp_path: Path) -> None
     assert "synthetic:48x64 train+val images" in logs[0] and "no validation" in logs[-1]
 
 
+def test_a_run_with_nothing_to_do_is_refused_before_any_write(tmp_path: Path) -> None:
+    for changes, flag in ((dict(epochs=0), "--epochs"), (dict(epochs=1, max_val_samples=0), "--max-val-samples"),
+                          (dict(epochs=1, max_train_samples=0), "--max-train-samples")):
+        with pytest.raises(EdgesegError, match=f"{flag} must be >= 1"):  # was: a best.pt reported, never written
+            train(TrainConfig(out=tmp_path / "run", **{**TINY, **changes}), log=lambda s: None)
+    assert not (tmp_path / "run").exists()
+
+
 def test_ema_follows_the_decay_formula() -> None:
     from torch import nn
 
