@@ -1,7 +1,11 @@
 """edgeseg.load's Segmenter refuses frames it cannot segment in one line (empty, wrong dtype or shape, above the
-frame limit) and segments the smallest frame there is."""
+frame limit) and segments the smallest frame there is; a FIFO in place of a bundle file is one line, not a hang."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +52,17 @@ def test_the_smallest_frames_are_segmented(seg) -> None:
     for shape in [(1, 1, 3), (1, 7, 3), (9, 1, 3)]:
         labels = seg(np.zeros(shape, np.uint8))
         assert labels.shape == shape[:2] and labels.dtype == np.uint8
+
+
+def test_a_fifo_in_place_of_the_model_is_one_line_even_without_verifying(tiny_dynamic_bundle: Path,
+                                                                        tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_dynamic_bundle, bundle)
+    (bundle / "model.onnx").unlink()
+    os.mkfifo(bundle / "model.onnx")  # ONNX Runtime would wait on it forever
+    code = f"import edgeseg; edgeseg.load({str(bundle)!r}, backend='ort', verify=False)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == (
+        f"edgeseg.errors.EdgesegError: ONNX file {bundle / 'model.onnx'} is a named pipe (FIFO): expected a regular "
+        "file; pass an ONNX model file")
