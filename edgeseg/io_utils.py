@@ -12,10 +12,11 @@ import contextlib
 import hashlib
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, user_os_errors
 
 FILE_MODE = 0o666  # before the umask, as open() uses
 DIR_MODE = 0o777  # before the umask, as mkdir uses
@@ -52,6 +53,30 @@ def ensure_parent(path: str | Path, create: bool = False) -> Path:
     return path
 
 
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def require_file(path: str | Path, what: str = "file", fix: str = "check the path",
+                 error: type[EdgesegError] = EdgesegError) -> Path:
+    """``path`` as a Path when it is a regular file (symbolic links followed); else a one-line ``error``
+    saying what it is, raised BEFORE anything opens it (opening a FIFO waits forever for a writer).
+    Every reader of a user-given file path calls this: images, masks, checkpoints, ONNX files, manifests."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist; {fix}") from None
+    except OSError as e:
+        raise error(f"{what} {path} cannot be read ({e.strerror}); {fix}") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"{what} {path} is a folder: expected a file; {fix}")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+        raise error(f"{what} {path} is {kind}: expected a regular file; {fix}")
+    return path
+
+
 def fsync_path(path: str | Path) -> None:
     """Flush a file's or a folder's data and metadata to the storage device."""
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0))
@@ -75,7 +100,8 @@ def new_temp_file(folder: Path, prefix: str, suffix: str = ".tmp") -> Path:
     for _ in range(100):
         path = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
         try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+            with user_os_errors(folder):  # a read-only or forbidden folder: one line naming it
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
             return path
         except FileExistsError:
             continue
@@ -87,7 +113,8 @@ def new_temp_dir(folder: Path, prefix: str) -> Path:
     for _ in range(100):
         path = folder / f"{prefix}{secrets.token_hex(4)}"
         try:
-            os.mkdir(path, DIR_MODE)
+            with user_os_errors(folder):
+                os.mkdir(path, DIR_MODE)
             return path
         except FileExistsError:
             continue
@@ -100,15 +127,16 @@ def atomic_path(path: str | Path, sync_folder: bool = True) -> Iterator[Path]:
     fsynced and renamed to ``path`` (then the folder is fsynced unless ``sync_folder=False``: callers
     writing many files sync the folder once at the end); on error it is removed."""
     path = ensure_parent(path, create=True)
-    tmp_path = new_temp_file(path.parent, f".{path.name}.")
-    try:
-        yield tmp_path
-        fsync_path(tmp_path)
-        os.replace(tmp_path, path)
-        if sync_folder:
-            fsync_path(path.parent)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with user_os_errors(path):  # a full disk, a read-only folder, ...: one line naming the target
+        tmp_path = new_temp_file(path.parent, f".{path.name}.")
+        try:
+            yield tmp_path
+            fsync_path(tmp_path)
+            os.replace(tmp_path, path)
+            if sync_folder:
+                fsync_path(path.parent)
+        finally:
+            tmp_path.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -117,9 +145,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks: the one hash every manifest uses."""
+    """Hex sha256 of a regular file (anything else refused: a FIFO would block), read in 1 MiB chunks: the one
+    hash every manifest uses."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(require_file(path), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgeseg.errors import EdgesegError
+from edgeseg.io_utils import require_file
 
 
 def make_session(model: str | Path | bytes, threads: int = 0, providers: list[str] | None = None,
@@ -35,7 +36,7 @@ def make_session(model: str | Path | bytes, threads: int = 0, providers: list[st
     opts.add_session_config_entry("session.set_denormal_as_zero", "1")
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = model if isinstance(model, bytes) else str(model)
+    source = model if isinstance(model, bytes) else str(require_file(model, "ONNX file", "pass an ONNX model file"))
     try:
         return ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for corrupt files

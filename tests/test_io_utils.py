@@ -2,6 +2,7 @@
 and nothing is left outside a command's outputs (no temporary files, no staging folders)."""
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from edgeseg import io_utils, out_dir
+from edgeseg.errors import EdgesegError
 
 SCRIPT = r"""
 import os, sys
@@ -106,3 +108,92 @@ def test_a_published_folder_is_synced_before_the_swap(tmp_path: Path, monkeypatc
     assert order == ["fsync_tree", "exchange"]
     assert sorted(p.name for p in target.iterdir()) == ["new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+@pytest.fixture
+def fifo(tmp_path: Path):
+    """A named pipe. Should a reader block on it (the bug these tests pin), a writer opens it after 5 s so the
+    reader returns and the test fails instead of hanging; at teardown a non-blocking reader frees that writer."""
+    import threading
+
+    path = tmp_path / "pipe.bin"
+    os.mkfifo(path)
+    writer = threading.Timer(5.0, lambda: os.close(os.open(path, os.O_WRONLY)))
+    writer.daemon = True
+    writer.start()
+    yield path
+    writer.cancel()
+    if writer.is_alive():  # the writer is waiting for a reader: give it one
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    writer.join(timeout=1)
+
+
+def test_require_file_accepts_regular_files_and_links_to_them(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "a.txt")
+    assert io_utils.require_file(tmp_path / "link.txt") == tmp_path / "link.txt"
+
+
+def test_require_file_refuses_what_is_not_a_regular_file_in_one_line(tmp_path: Path, fifo: Path) -> None:
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "s.sock"))
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for path, said in [(fifo, "is a named pipe (FIFO)"), (Path("/dev/null"), "is a character device"),
+                       (tmp_path / "s.sock", "is a socket"), (tmp_path, "is a folder: expected a file"),
+                       (tmp_path / "nowhere", "does not exist"), (tmp_path / "dangling", "does not exist")]:
+        with pytest.raises(EdgesegError) as info:
+            io_utils.require_file(path, "checkpoint", "pass the file train wrote")
+        assert str(info.value).startswith(f"checkpoint {path} {said}") and "\n" not in str(info.value)
+        assert str(info.value).endswith("; pass the file train wrote")
+    sock.close()
+
+
+def test_sha256_of_a_fifo_is_refused_instead_of_waiting_for_a_writer(fifo: Path) -> None:
+    with pytest.raises(EdgesegError, match="is a named pipe"):
+        io_utils.sha256_file(fifo)
+
+
+@pytest.mark.parametrize(("code", "said"), [(errno.ENOSPC, "No space left on device (ENOSPC); free space"),
+                                            (errno.EDQUOT, "(EDQUOT); your disk quota is used up"),
+                                            (errno.EROFS, "(EROFS); the file system is mounted read-only"),
+                                            (errno.EACCES, "(EACCES); you lack the permission")])
+def test_a_failed_write_is_one_line_naming_the_target_and_leaves_nothing(code: int, said: str, tmp_path: Path) -> None:
+    target = tmp_path / "model.onnx"
+    with pytest.raises(EdgesegError) as info:
+        with io_utils.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(code, os.strerror(code))
+    assert str(info.value).startswith(f"cannot write {target}: ") and said in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_os_error_that_is_not_the_users_keeps_its_traceback(tmp_path: Path) -> None:
+    with pytest.raises(OSError) as info:
+        with io_utils.atomic_path(tmp_path / "x.bin"):
+            raise OSError(errno.EIO, "Input/output error")
+    assert not isinstance(info.value, EdgesegError) and info.value.errno == errno.EIO
+
+
+def test_a_checkpoint_that_does_not_fit_says_so_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    """torch.save on a full disk raises an unnamed RuntimeError ("unexpected pos ..."); the checkpoint is written
+    as bytes, so a full disk is named."""
+    import torch
+
+    from edgeseg.data.preprocess import Preprocessing
+    from edgeseg.models.checkpoint import Checkpoint, save_checkpoint
+    from edgeseg.models.registry import ModelConfig
+
+    real_write = Path.write_bytes
+
+    def full_disk(self, data):
+        real_write(self, bytes(data)[:10])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    ckpt = Checkpoint(ModelConfig(name="fcn32s_mobilenet_v2", num_classes=2), {"w": torch.zeros(3)}, ["a", "b"],
+                      [[0, 0, 0], [1, 1, 1]], Preprocessing())
+    with pytest.raises(EdgesegError, match=r"cannot write .*best\.pt: No space left on device \(ENOSPC\)"):
+        save_checkpoint(tmp_path / "best.pt", ckpt)
+    assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,7 @@
 """``edgeseg.load(DIR)``: a bundle as a frame -> class map function for camera pipelines.
 
     seg = edgeseg.load("bundle/")            # best runner available, files checked against the manifest
-    labels = seg(frame)                       # frame: HxWx3 uint8, RGB unless color="BGR" (OpenCV)
+    labels = seg(frame)                       # frame: HxWx3 uint8, RGB unless color="BGR" (OpenCV), <= 64 MP
     labels, logits = seg(frame, logits=True)  # labels (H, W) uint8 at frame size, logits (C, H, W) float32
 
 The manifest's preprocessing is applied (resize to the model input, channel order, mean/std) and
@@ -28,6 +28,7 @@ from edgeseg.backends.base import Runner
 from edgeseg.backends.registry import RunnerOptions
 from edgeseg.bundle.manifest import Bundle, read_bundle, verify_bundle
 from edgeseg.bundle.runtimes import BACKEND_CHOICES, Choice, select_runner
+from edgeseg.data.images import check_frame
 from edgeseg.errors import EdgesegError
 from edgeseg.postprocess import labels_from_logits, resize_logits
 
@@ -54,10 +55,8 @@ class Segmenter:
         return self.runner.name
 
     def _check(self, frame: np.ndarray) -> np.ndarray:
-        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
-            raise EdgesegError(f"expected an HxWx3 uint8 {self.color} frame, got {got}; convert it first "
-                               "(e.g. cv2.cvtColor for grey or BGRA frames, .astype(np.uint8))")
+        """The frame as RGB; a one-line error for anything but a non-empty HxWx3 uint8 array within the frame limit."""
+        frame = check_frame(frame, self.color)
         return frame[:, :, ::-1] if self.color == "BGR" else frame
 
     def __call__(self, frame: np.ndarray, logits: bool = False):

@@ -1,5 +1,6 @@
 """The click group every command registers on (``@main.command("NAME")`` in ``edgeseg/cli/NAME.py``).
-User errors (EdgesegError) become one line on stderr and exit code 2; ``--debug`` shows the traceback.
+User errors (EdgesegError, and the OSErrors of a user's disk or path: full, read-only, forbidden, see
+``edgeseg.errors.os_error``) become one line on stderr and exit code 2; ``--debug`` shows the traceback.
 Options several commands share: ``edgeseg.cli.options``."""
 from __future__ import annotations
 
@@ -7,17 +8,18 @@ import sys
 
 import click
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, os_error
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except EdgesegError as e:
-            if ctx.obj and ctx.obj.get("debug"):
+        except (EdgesegError, OSError) as e:
+            error = e if isinstance(e, EdgesegError) else os_error(e)
+            if error is None or (ctx.obj and ctx.obj.get("debug")):
                 raise
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {error}", err=True)
             sys.exit(2)
 
 

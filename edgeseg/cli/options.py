@@ -11,22 +11,27 @@ import click
 
 from edgeseg.backends import openvino
 from edgeseg.backends.registry import RunnerOptions
+from edgeseg.data.images import check_size
 from edgeseg.errors import EdgesegError
 
 OV_PRECISIONS = (*openvino.PRECISIONS, "device")  # --ov-precision: OpenVINO's hints, or the device's default
 
 
 def parse_size(value: str | None) -> tuple[int, int] | None:
-    """'360x480' -> (360, 480)."""
+    """'360x480' -> (360, 480); at most edgeseg's frame limit (edgeseg.data.images.MAX_PIXELS)."""
     if value is None:
         return None
     try:
         h, w = (int(v) for v in value.lower().split("x"))
         if h < 1 or w < 1:
             raise ValueError
-        return h, w
     except ValueError:
         raise click.BadParameter(f"expected HxW with positive integers (e.g. 360x480), got {value!r}") from None
+    try:
+        check_size(h, w, "the size")
+    except EdgesegError as e:
+        raise click.BadParameter(str(e)) from None
+    return h, w
 
 
 def parse_triplet(value: str, flag: str) -> tuple[float, float, float]:

@@ -2,8 +2,9 @@
 
 Contract for every dataset: ``ds[i]`` returns an RGB uint8 image (H, W, 3) and a uint8 mask
 (H, W) whose values are class indices ``0..num_classes-1`` or ``ignore_index`` (255) for void.
-Files are checked when a sample is loaded: unreadable images, mask/image size mismatches and
-label values outside the class range raise :class:`DatasetError` naming the file.
+Files are decoded by ``edgeseg.data.images`` (as a viewer shows them: EXIF orientation applied, 16-bit
+images scaled; masks' raw values) and checked when a sample is loaded: unreadable or oversized files,
+mask/image size mismatches and label values outside the class range raise :class:`DatasetError` naming the file.
 No torch here: the torch wrapper lives in ``edgeseg.data.torch_dataset``.
 """
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from PIL import Image
 
+from edgeseg.data.images import read_label, read_rgb
 from edgeseg.errors import DatasetError
 
 IGNORE_INDEX = 255
@@ -26,40 +27,6 @@ MAX_LISTED = 5  # how many offending file names an error message shows
 def short_list(items: list, limit: int = MAX_LISTED) -> str:
     shown = ", ".join(str(x) for x in items[:limit])
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as a writable uint8 (H, W, 3) RGB array; DatasetError if unreadable."""
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DatasetError(
-            f"cannot read image {path}: expected a readable PNG/JPEG/BMP file, got {type(e).__name__}: {e}; "
-            "re-download or replace the file, or remove it from the dataset"
-        ) from None
-
-
-def read_label(path: Path) -> np.ndarray:
-    """Read a label PNG as raw class indices (palette PNGs are NOT converted to RGB)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L", "I", "I;16", "I;16L", "I;16B", "1"):
-                raise DatasetError(
-                    f"label file {path} has image mode {im.mode!r}: expected a single-channel PNG of class "
-                    "indices (mode L or P); convert colour masks to index masks"
-                )
-            arr = np.array(im)
-    except DatasetError:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DatasetError(
-            f"cannot read label file {path}: expected a readable PNG, got {type(e).__name__}: {e}; "
-            "re-download or replace the file"
-        ) from None
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    return arr
 
 
 def color_map(n: int) -> list[tuple[int, int, int]]:
@@ -126,9 +93,11 @@ class SegmentationDataset:
         i = self._index(i)
         image, mask = self.load_image(i), self.load_mask(i)
         if image.shape[:2] != mask.shape:
+            turned = (" (turned by 90 degrees: an image's EXIF orientation is applied, as viewers do; turn the mask "
+                      "the same way)") if image.shape[:2] == mask.shape[::-1] else ""
             raise DatasetError(
                 f"mask {self.mask_path(i)} is {mask.shape[1]}x{mask.shape[0]} (WxH) but image {self.image_path(i)} "
-                f"is {image.shape[1]}x{image.shape[0]}: expected the same size; fix or regenerate the mask"
+                f"is {image.shape[1]}x{image.shape[0]}{turned}: expected the same size; fix or regenerate the mask"
             )
         return image, mask
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from edgeseg.data.base import SegmentationDataset, require_dir, short_list
 from edgeseg.errors import DatasetError
+from edgeseg.io_utils import require_file
 
 
 class CamVidDataset(SegmentationDataset):
@@ -35,9 +36,10 @@ class CamVidDataset(SegmentationDataset):
         require_dir(img_dir, f"CamVid {split} image folder", fix)
         require_dir(ann_dir, f"CamVid {split} label folder", fix)
         listing = self.root / f"{split}.txt"
-        if listing.is_file():
+        if listing.exists():
             pairs = []
-            for line in listing.read_text().splitlines():
+            for line in require_file(listing, "CamVid split list", "make it a text file or delete it",
+                                     DatasetError).read_text().splitlines():
                 parts = line.split()
                 if not parts:
                     continue

@@ -11,11 +11,12 @@ from edgeseg.data.base import (
     SPLITS,
     SegmentationDataset,
     color_map,
-    read_label,
     require_dir,
     short_list,
 )
+from edgeseg.data.images import read_label
 from edgeseg.errors import DatasetError
+from edgeseg.io_utils import require_file
 
 
 class FolderDataset(SegmentationDataset):
@@ -40,7 +41,7 @@ class FolderDataset(SegmentationDataset):
         require_dir(mask_dir, "mask folder", fix)
         images: dict[str, Path] = {}
         for p in sorted(img_dir.iterdir()):
-            if p.suffix.lower() not in IMAGE_EXTENSIONS or not p.is_file():
+            if p.suffix.lower() not in IMAGE_EXTENSIONS or p.is_dir():  # a FIFO is kept, and refused when read
                 continue
             if p.stem in images:
                 raise DatasetError(
@@ -51,7 +52,7 @@ class FolderDataset(SegmentationDataset):
         if not images:
             raise DatasetError(f"no images in {img_dir}: expected files ending in {', '.join(IMAGE_EXTENSIONS)}; {fix}")
         pairs = [(images[s], mask_dir / f"{s}.png") for s in sorted(images)]
-        missing = [m.name for _, m in pairs if not m.is_file()]
+        missing = [m.name for _, m in pairs if not m.exists()]
         if missing:
             raise DatasetError(
                 f"{len(missing)} image(s) in {img_dir} have no mask: expected {short_list(missing)} in {mask_dir}; "
@@ -60,8 +61,9 @@ class FolderDataset(SegmentationDataset):
         self._pairs = pairs
         self._classes: list[str] | None = None
         classes_file = self.root / "classes.txt"
-        if classes_file.is_file():
-            names = [ln.strip() for ln in classes_file.read_text().splitlines() if ln.strip()]
+        if classes_file.exists():
+            path = require_file(classes_file, "class list", "make it a text file or delete it", DatasetError)
+            names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
             if not names:
                 raise DatasetError(f"{classes_file} is empty: expected one class name per line; fill it or delete it")
             self._classes = names

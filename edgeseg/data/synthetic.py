@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from edgeseg.data.base import SegmentationDataset
+from edgeseg.data.images import check_size
 from edgeseg.errors import DatasetError
 
 _SYN_CLASSES = ["background", "sky", "building", "circle", "pole", "stripes", "checker", "triangle"]
@@ -185,6 +186,7 @@ class SyntheticDataset(SegmentationDataset):
         super().__init__(None, split)
         if len(size) != 2 or any(int(s) != s or s < 16 for s in size):
             raise DatasetError(f"synthetic size must be two integers >= 16 (H, W), got {size!r}; e.g. (128, 160)")
+        check_size(int(size[0]), int(size[1]), "the synthetic size", DatasetError)
         if length is not None and (int(length) != length or length < 1):
             raise DatasetError(f"synthetic length must be a positive integer, got {length!r}; pass e.g. 64")
         self.size: tuple[int, int] = (int(size[0]), int(size[1]))

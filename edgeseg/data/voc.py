@@ -5,6 +5,7 @@ from pathlib import Path
 
 from edgeseg.data.base import SegmentationDataset, color_map, require_dir, short_list
 from edgeseg.errors import DatasetError
+from edgeseg.io_utils import require_file
 
 
 class VOCDataset(SegmentationDataset):
@@ -35,8 +36,7 @@ class VOCDataset(SegmentationDataset):
         require_dir(base / "JPEGImages", "VOC image folder", fix)
         require_dir(base / "SegmentationClass", "VOC label folder", fix)
         listing = base / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not listing.is_file():
-            raise DatasetError(f"VOC split list {listing} does not exist: expected that file; {fix}")
+        require_file(listing, "VOC split list", f"expected that file; {fix}", DatasetError)
         ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
         if not ids:
             raise DatasetError(f"VOC split list {listing} is empty: expected one image id per line; fix the file")

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.errors import EdgesegError
+from edgeseg.io_utils import require_file
 
 INPUT_NAME = "input"
 LOGITS_NAME = "logits"
@@ -22,9 +23,7 @@ def load_onnx(path: str | Path, *, require_input: bool = True):
     import onnx
     from google.protobuf.message import DecodeError
 
-    path = Path(path)
-    if not path.is_file():
-        raise EdgesegError(f"ONNX file {path} does not exist; check the path (edgeseg export writes it)")
+    path = require_file(path, "ONNX file", "check the path (edgeseg export writes it)")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, OSError) as e:

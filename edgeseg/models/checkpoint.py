@@ -7,6 +7,7 @@ Layout: {"format": "edgeseg.checkpoint", "version": 1, "config": ModelConfig dic
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from torch import nn
 
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.errors import CheckpointError, EdgesegError
-from edgeseg.io_utils import atomic_path
+from edgeseg.io_utils import atomic_path, require_file
 from edgeseg.models.registry import ModelConfig, build_model
 from edgeseg.models.torchvision_import import load_state_dict_strict
 
@@ -57,8 +58,10 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, half: bool = False) -> N
     }
     if ckpt.train_state is not None:
         payload["train_state"] = ckpt.train_state
+    buffer = io.BytesIO()  # torch.save on a full disk raises an unnamed RuntimeError; a plain write says ENOSPC
+    torch.save(payload, buffer)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -72,9 +75,7 @@ def is_checkpoint(path: str | Path) -> bool:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and validate a checkpoint; errors say what was expected and what was found."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path (train writes OUT/best.pt)")
+    path = require_file(path, "checkpoint", "check the path (train writes OUT/best.pt)", CheckpointError)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

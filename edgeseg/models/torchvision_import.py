@@ -10,14 +10,13 @@ import torch
 from torch import nn
 
 from edgeseg.errors import CheckpointError, ModelError
+from edgeseg.io_utils import require_file
 from edgeseg.models.registry import TORCHVISION_NAMES, ModelConfig, build_model
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a tensor dict from a .pth/.pt (weights_only) or .safetensors file, never unpickling code."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist; check the path")
+    path = require_file(path, "weights file", "check the path", CheckpointError)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -19,6 +19,7 @@ from edgeseg.errors import EdgesegError
 LEGEND_BACKGROUND = (32, 32, 32)
 LEGEND_TEXT = (240, 240, 240)
 LEGEND_PAD = 4  # pixels around and between entries
+BLEND_PIXELS = 1 << 20  # pixels blended at a time (the same bytes as all at once, in bounded memory)
 
 
 def _lut(palette: Sequence[Sequence[int]], size: int) -> np.ndarray:
@@ -46,8 +47,13 @@ def blend(frame: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.ndarr
         raise EdgesegError(f"frame {frame.shape} and colour mask {colors.shape} differ in size; "
                            "colorize the labels predicted for this frame")
     a = np.float32(alpha)
-    out = frame.astype(np.float32) * (1 - a) + colors.astype(np.float32) * a
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    out = np.empty_like(frame)
+    step = max(1, BLEND_PIXELS // max(1, frame.shape[1]))  # rows at a time: the float copies stay small
+    for top in range(0, frame.shape[0], step):
+        rows = slice(top, top + step)
+        mixed = frame[rows].astype(np.float32) * (1 - a) + colors[rows].astype(np.float32) * a
+        out[rows] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 @lru_cache(maxsize=8)

@@ -1,4 +1,6 @@
-"""Frame sources for `edgeseg infer`: image files and folders, video files, cameras, RTSP streams."""
+"""Frame sources for `edgeseg infer`: image files and folders, video files, cameras, RTSP streams.
+Image files are decoded by ``edgeseg.data.images`` (EXIF orientation applied, 16-bit scaled, the frame
+limit checked before decoding); video frames larger than that limit are refused when the capture opens."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -7,7 +9,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edgeseg.data.images import check_size, read_rgb
 from edgeseg.errors import EdgesegError
+from edgeseg.io_utils import require_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -50,16 +54,15 @@ class ImageFiles:
         return self
 
     def __next__(self) -> Frame:
-        from PIL import Image
-
         if self._i >= len(self.paths):
             raise StopIteration
         i, path = self._i, self.paths[self._i]
         self._i += 1
         try:
-            with Image.open(path) as im:
-                rgb = np.asarray(im.convert("RGB"))
-        except Exception as e:  # Pillow raises several types for truncated / foreign files
+            rgb = read_rgb(path)
+        except EdgesegError as e:  # unreadable, a FIFO, above the frame limit: this frame is skipped
+            raise FrameDecodeError(f"{path.name}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - a decoder bug on one foreign file must not end the source
             raise FrameDecodeError(f"{path.name}: {type(e).__name__}: {e}") from None
         return Frame(i, self._names[i], rgb)
 
@@ -88,6 +91,7 @@ class Capture:
                    "stream": "check the URL, the network and the credentials"}.get(
                 kind, "expected a video OpenCV can decode (mp4, avi, mkv, ...); check the file or re-encode it")
             raise EdgesegError(f"{what} (OpenCV could not open it); {fix}")
+        self._check_frame_size(cv2)
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.total: int | None = count if kind == "video" and count > 0 else None
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -95,6 +99,16 @@ class Capture:
         self._pos = 0
         self._cvt = cv2.cvtColor
         self._code = cv2.COLOR_BGR2RGB
+
+    def _check_frame_size(self, cv2) -> None:
+        height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        if height and width:  # 0: the backend does not say; a frame of any size then goes to the frame check
+            try:
+                check_size(height, width, f"{self.kind} {self.target}'s frame")
+            except EdgesegError:
+                self.close()
+                raise
 
     def __iter__(self) -> Iterator[Frame]:
         return self
@@ -114,6 +128,10 @@ class Capture:
             raise FrameDecodeError(f"frame {pos}: could not be decoded")
         if bgr.ndim == 2:  # grey cameras
             bgr = np.repeat(bgr[:, :, None], 3, axis=2)
+        if bgr.dtype != np.uint8 or bgr.shape[0] * bgr.shape[1] == 0:
+            raise FrameDecodeError(f"frame {pos}: {bgr.dtype} {bgr.shape} from {self.target}: expected a non-empty "
+                                   "8-bit frame")
+        check_size(bgr.shape[0], bgr.shape[1], f"frame {pos} of {self.target}", FrameDecodeError)
         return Frame(pos, f"frame_{pos:06d}", self._cvt(bgr[:, :, :3], self._code))
 
     def close(self) -> None:
@@ -132,15 +150,14 @@ def open_source(spec: str | int) -> ImageFiles | Capture:
     if "://" in spec:
         return Capture(spec, "stream", "stream")
     path = Path(spec)
-    if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if path.is_dir():  # a FIFO in the folder is kept: its frame fails in one line and is counted
+        images = sorted(p for p in path.iterdir() if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise EdgesegError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)}); {expected}")
         return ImageFiles(images)
-    if path.is_file():
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            return ImageFiles([path])
-        return Capture(str(path), "video", path.stem)
-    raise EdgesegError(f"input {spec} does not exist; {expected}")
+    require_file(path, "input", expected)  # missing, a FIFO, a device: one line before anything opens it
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageFiles([path])
+    return Capture(str(path), "video", path.stem)
 
 

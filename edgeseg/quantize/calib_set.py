@@ -15,7 +15,6 @@ same files are) or is refused.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from collections.abc import Iterator
@@ -24,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from edgeseg.data.base import SegmentationDataset
+from edgeseg.data.images import decode_rgb
 from edgeseg.data.preprocess import Preprocessing
 from edgeseg.data.spec import open_dataset
 from edgeseg.errors import EdgesegError
-from edgeseg.io_utils import atomic_write_text
+from edgeseg.io_utils import atomic_write_text, require_file
 from edgeseg.json_doc import quote, read_json_document
 
 MANIFEST_FORMAT = "edgeseg.calibration"
@@ -163,28 +162,20 @@ def manifest_from_folder(folder: str | Path, count: int, preprocessing: Preproce
     folder = Path(folder)
     if not folder.is_dir():
         raise EdgesegError(f"calibration folder {folder} does not exist; pass a folder of images")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
     if not files:
         raise EdgesegError(f"no images in {folder}: expected files ending in {', '.join(IMAGE_SUFFIXES)}; "
                            "point --data at a folder of images")
     rng = np.random.default_rng(seed)
     picked = sorted(rng.choice(len(files), size=min(count, len(files)), replace=False).tolist())
-    images = [{"path": files[i].relative_to(folder).as_posix(), "sha256": _sha256_bytes(files[i].read_bytes())}
+    fix = "remove it from the folder or make it an image file"  # a FIFO would block read_bytes
+    images = [{"path": files[i].relative_to(folder).as_posix(),
+               "sha256": _sha256_bytes(require_file(files[i], "calibration image", fix).read_bytes())}
               for i in picked]
     return CalibrationManifest(source={"kind": "images", "spec": str(folder), "split": "all", "root": str(folder)},
                                images=images, preprocessing=preprocessing,
                                selection={"method": "random", "seed": seed, "requested": count,
                                           "available": len(files)})
-
-
-def _decode_rgb(data: bytes, name: Path) -> np.ndarray:
-    """The bytes already read for the hash check, decoded as uint8 RGB (no second read)."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return np.array(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as e:
-        raise EdgesegError(f"cannot read calibration image {name} ({type(e).__name__}: {e}); expected a PNG/JPEG/BMP; "
-                           "replace the file or re-create the manifest") from None
 
 
 def draw_calibration_set(spec: str, split: str, count: int, preprocessing: Preprocessing,
@@ -305,7 +296,7 @@ def iter_manifest_images(manifest: CalibrationManifest, root: str | Path | None 
         if _sha256_bytes(data) != entry["sha256"] and not allow_changed:
             raise EdgesegError(f"calibration image {entry.get('path', entry.get('index'))} changed since the manifest "
                                "was written (sha256 differs); re-create the manifest or pass --allow-changed")
-        yield image if image is not None else _decode_rgb(data, file)
+        yield image if image is not None else decode_rgb(data, file)
 
 
 def current_images_sha256(manifest: CalibrationManifest, root: str | Path | None = None) -> str:
