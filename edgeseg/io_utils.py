@@ -100,8 +100,7 @@ def new_temp_file(folder: Path, prefix: str, suffix: str = ".tmp") -> Path:
     for _ in range(100):
         path = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
         try:
-            with user_os_errors(folder):  # a read-only or forbidden folder: one line naming it
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
             return path
         except FileExistsError:
             continue
@@ -113,7 +112,7 @@ def new_temp_dir(folder: Path, prefix: str) -> Path:
     for _ in range(100):
         path = folder / f"{prefix}{secrets.token_hex(4)}"
         try:
-            with user_os_errors(folder):
+            with user_os_errors(folder):  # a read-only or forbidden folder: one line naming it
                 os.mkdir(path, DIR_MODE)
             return path
         except FileExistsError:
