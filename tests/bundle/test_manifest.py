@@ -168,7 +168,7 @@ def test_a_fifo_manifest_is_refused_without_blocking(tiny_dynamic_bundle: Path, 
     root = _copy(tiny_dynamic_bundle, tmp_path)
     (root / "manifest.json").unlink()
     os.mkfifo(root / "manifest.json")
-    with pytest.raises(EdgesegError, match="is not a regular file"):
+    with pytest.raises(EdgesegError, match=r"is a named pipe \(FIFO\): expected a regular file"):
         read_bundle(root)
 
 

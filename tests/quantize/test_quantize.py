@@ -307,7 +307,7 @@ def test_guard_leaves_no_temporary_file_when_the_final_copy_fails(tmp_path: Path
         raise OSError(errno.ENOSPC, "No space left on device", str(dst))
 
     monkeypatch.setattr(guard.shutil, "copyfile", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(EdgesegError, match="No space left on device"):  # one line naming the file (issue 21)
         quantize_with_guard(fp32, out / "guarded.onnx", ranges, "cpu", lambda path: 100.0, 0.5, [])
     assert list(out.iterdir()) == [], "neither a partial model nor a temporary file is left"
 
