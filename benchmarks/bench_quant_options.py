@@ -127,6 +127,7 @@ def main() -> None:
 
 def _plans() -> list[tuple[str, str, str, object]]:
     """(layout, calibrator, label, options) per row, most informative first."""
+    from edgeseg.quantize.layouts import get_layout
     from edgeseg.quantize.ptq import Int8Options
 
     today = Int8Options(input_range=False, exact_clip=False, u8_search=False, bias_correction=False)
@@ -139,8 +140,8 @@ def _plans() -> list[tuple[str, str, str, object]]:
     for layout in ("cpu", "trt"):
         current = today
         for f in fields[:-1]:
-            if layout == "trt" and f == "u8_search":
-                continue  # the trt layout is symmetric: no U8 search
+            if get_layout(layout).symmetric_activations and f == "u8_search":
+                continue  # a symmetric layout has no U8 search
             current = dataclasses.replace(current, **{f: True})
             plans.append((layout, "entropy", f"+ {f}", current))
     for f in fields[:-1]:
